@@ -1,0 +1,221 @@
+"""Clean images: sources, the train/val/test split, patches and the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from denoiselab import files
+from denoiselab.config import PrepareConfig
+
+log = logging.getLogger(__name__)
+
+# Natural photographs bundled in scikit-image's wheel (no network needed). Synthetic images
+# (chessboards, phantom, logo, colour wheel, horse silhouette, rendered text), the motion-blurred
+# clock and the right half of the stereo pair are left out.
+BUILTIN_IMAGES = {
+    "astronaut": "astronaut.png",
+    "brick": "brick.png",
+    "camera": "camera.png",
+    "cell": "cell.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "coins": "coins.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "microaneurysms": "microaneurysms.png",
+    "moon": "moon.png",
+    "motorcycle": "motorcycle_left.png",
+    "page": "page.png",
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+}
+
+
+@dataclass
+class SourceImages:
+    """Clean images keyed by name (float32 HWC in [0, 1]) and what was skipped on the way."""
+
+    images: dict[str, np.ndarray]
+    file_hashes: dict[str, str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def builtin_paths() -> dict[str, Path]:
+    from skimage import data as skimage_data
+
+    root = Path(skimage_data.data_dir)
+    return {name: root / filename for name, filename in BUILTIN_IMAGES.items()}
+
+
+def source_paths(config: PrepareConfig) -> dict[str, Path]:
+    """Image name -> file for the configured source; raises ValueError naming the key."""
+    if config.source == "builtin":
+        return builtin_paths()
+    folder = Path(config.folder)
+    if not folder.is_dir():
+        raise ValueError(f"params.yaml: prepare.folder {str(folder)!r} is not a folder")
+    paths = files.list_images(folder)
+    if not paths:
+        raise ValueError(
+            f"params.yaml: prepare.folder {str(folder)!r} holds no PNG/JPEG/TIFF/BMP images"
+        )
+    names: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in names:
+            raise ValueError(
+                f"{path}: two images share the name {path.stem!r}; rename one "
+                f"(names identify images across the split)"
+            )
+        names[path.stem] = path
+    return names
+
+
+def load_sources(config: PrepareConfig, channels: int) -> SourceImages:
+    """Reads every source image as float32 HWC in [0, 1].
+
+    Unreadable files are skipped and listed (``on_bad_image: skip``) or stop the stage
+    (``on_bad_image: fail``). Mixed bit depths and modes are fine: every image is converted
+    to float [0, 1] and to ``channels`` per PROTOCOL.md.
+    """
+    images: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
+    skipped: list[dict[str, str]] = []
+    for name, path in source_paths(config).items():
+        try:
+            raw = files.read_image_raw(path)
+        except files.ImageReadError as error:
+            if config.on_bad_image == "fail":
+                raise
+            log.warning("skipping %s", error)
+            skipped.append({"file": str(path), "reason": str(error)})
+            continue
+        images[name] = files.to_channels(files.to_float(raw), channels)
+        hashes[name] = files.sha256_of_file(path)
+    return SourceImages(images=images, file_hashes=hashes, skipped=skipped)
+
+
+def split_names(names: list[str], config: PrepareConfig, seed: int) -> dict[str, list[str]]:
+    """Assigns whole images to train/val/test, deterministically.
+
+    Explicit ``test_images`` / ``val_images`` win; the rest are ordered by a hash of the name
+    and the seed (stable when images are added or removed) and cut by the fractions.
+    """
+    available = set(names)
+    for key in ("test_images", "val_images"):
+        for name in getattr(config, key):
+            if name not in available:
+                raise ValueError(
+                    f"params.yaml: prepare.{key} names {name!r}, which is not among the "
+                    f"source images ({', '.join(sorted(available))})"
+                )
+    test = list(config.test_images)
+    val = [name for name in config.val_images if name not in test]
+    rest = sorted(
+        (name for name in names if name not in test and name not in val),
+        key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(),
+    )
+    if not config.test_images:
+        count = max(1, round(config.test_fraction * len(names)))
+        test, rest = rest[:count], rest[count:]
+    if not config.val_images:
+        count = max(1, round(config.val_fraction * len(names)))
+        val, rest = rest[:count], rest[count:]
+    splits = {"train": sorted(rest), "val": sorted(val), "test": sorted(test)}
+    for split, members in splits.items():
+        if not members:
+            raise ValueError(
+                f"too few images for the splits: {len(names)} usable image(s) leave none for "
+                f"{split}; add images or change prepare.test_fraction / prepare.val_fraction"
+            )
+    return splits
+
+
+def extract_patches(image: np.ndarray, patch_size: int, stride: int) -> np.ndarray:
+    """All ``patch_size`` squares of an HWC image on a ``stride`` grid, as NHWC."""
+    height, width, _ = image.shape
+    if height < patch_size or width < patch_size:
+        return np.zeros((0, patch_size, patch_size, image.shape[-1]), np.float32)
+    rows = range(0, height - patch_size + 1, stride)
+    cols = range(0, width - patch_size + 1, stride)
+    return np.stack(
+        [image[r : r + patch_size, c : c + patch_size] for r in rows for c in cols]
+    ).astype(np.float32)
+
+
+def sample_patches(
+    images: list[np.ndarray], patch_size: int, stride: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Patches from several images, at most ``count`` of them chosen at random (seeded)."""
+    patches = [extract_patches(image, patch_size, stride) for image in images]
+    stacked = np.concatenate(patches) if patches else np.zeros((0, patch_size, patch_size, 1))
+    if len(stacked) > count:
+        keep = np.sort(rng.choice(len(stacked), size=count, replace=False))
+        stacked = stacked[keep]
+    return stacked.astype(np.float32)
+
+
+def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
+    """Loads, splits and cuts the clean data.
+
+    Returns a dict with ``train`` and ``val`` patches (NHWC float32 in [0, 1]), ``test``
+    whole images (name -> HWC) and the ``manifest``.
+    """
+    sources = load_sources(config, channels)
+    if not sources.images:
+        raise ValueError("no readable source images; see the skipped files listed above")
+    splits = split_names(sorted(sources.images), config, seed)
+    rng = np.random.default_rng(seed)
+    result: dict = {}
+    for split, count in (("train", config.max_train_patches), ("val", config.max_val_patches)):
+        members = [sources.images[name] for name in splits[split]]
+        patches = sample_patches(members, config.patch_size, config.stride, count, rng)
+        if len(patches) == 0:
+            raise ValueError(
+                f"params.yaml: prepare.patch_size {config.patch_size} is larger than every "
+                f"{split} image; lower it"
+            )
+        result[split] = patches
+    result["test"] = {name: sources.images[name] for name in splits["test"]}
+    entries = []
+    for name in sorted(sources.images):
+        image = sources.images[name]
+        split = next(split for split, members in splits.items() if name in members)
+        entries.append(
+            {
+                "name": name,
+                "split": split,
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+                "file_sha256": sources.file_hashes[name],
+                "pixels_sha256": files.sha256_of_array(image),
+            }
+        )
+    digest = hashlib.sha256()
+    for key in ("train", "val"):
+        digest.update(files.sha256_of_array(result[key]).encode())
+    for entry in entries:
+        digest.update(entry["pixels_sha256"].encode())
+    result["manifest"] = {
+        "source": config.source if config.source == "builtin" else str(config.folder),
+        "channels": channels,
+        "data_hash": digest.hexdigest()[:16],
+        "counts": {
+            "images": len(entries),
+            "train_images": len(splits["train"]),
+            "val_images": len(splits["val"]),
+            "test_images": len(splits["test"]),
+            "train_patches": int(len(result["train"])),
+            "val_patches": int(len(result["val"])),
+            "skipped": len(sources.skipped),
+        },
+        "images": entries,
+        "skipped": sources.skipped,
+    }
+    return result

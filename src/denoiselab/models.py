@@ -1,0 +1,170 @@
+"""Keras model builders and the registry that maps a params ``model`` name to its builder.
+
+Every model takes ``keras.Input(shape=(None, None, channels))`` so one model serves any image
+size whose sides divide by ``2**depth`` (inference pads and crops back for other sizes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from denoiselab import files
+from denoiselab.config import ModelConfig
+
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "config.json"
+
+
+def _conv(x, filters: int, name: str, batch_norm: bool):
+    """3x3 convolution, optional batch normalisation, ReLU."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def build_cae(config: ModelConfig) -> keras.Model:
+    """The seed's baseline: conv + max-pooling encoder, conv + upsampling decoder, sigmoid."""
+    inputs = keras.Input(shape=(None, None, config.channels), name="noisy")
+    x = inputs
+    widths = [config.base_filters * 2**level for level in range(config.depth)]
+    for level, width in enumerate(widths):
+        x = _conv(x, width, f"enc{level}", config.batch_norm)
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    x = _conv(x, widths[-1], "bottleneck", config.batch_norm)
+    for level, width in reversed(list(enumerate(widths))):
+        x = layers.UpSampling2D(2, name=f"dec{level}_up")(x)
+        x = _conv(x, width, f"dec{level}", config.batch_norm)
+    outputs = layers.Conv2D(
+        config.channels, 3, padding="same", activation="sigmoid", name="denoised"
+    )(x)
+    return keras.Model(inputs, outputs, name="cae")
+
+
+def build_unet(config: ModelConfig) -> keras.Model:
+    """U-Net: the CAE's contracting path plus skip connections concatenated into the decoder.
+
+    With ``residual`` the network predicts the noise and subtracts it from its input
+    (residual learning); otherwise a sigmoid maps straight to the clean image.
+    """
+    inputs = keras.Input(shape=(None, None, config.channels), name="noisy")
+    x = inputs
+    widths = [config.base_filters * 2**level for level in range(config.depth)]
+    skips = []
+    for level, width in enumerate(widths):
+        x = _conv(x, width, f"enc{level}a", config.batch_norm)
+        x = _conv(x, width, f"enc{level}b", config.batch_norm)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    bottleneck_width = config.base_filters * 2**config.depth
+    x = _conv(x, bottleneck_width, "bottleneck_a", config.batch_norm)
+    x = _conv(x, bottleneck_width, "bottleneck_b", config.batch_norm)
+    for level, width in reversed(list(enumerate(widths))):
+        x = layers.Conv2DTranspose(width, 2, strides=2, name=f"dec{level}_up")(x)
+        x = layers.Concatenate(name=f"dec{level}_skip")([x, skips[level]])
+        x = _conv(x, width, f"dec{level}a", config.batch_norm)
+        x = _conv(x, width, f"dec{level}b", config.batch_norm)
+    if config.residual:
+        noise = layers.Conv2D(config.channels, 1, name="noise")(x)
+        outputs = layers.Subtract(name="denoised")([inputs, noise])
+    else:
+        outputs = layers.Conv2D(config.channels, 1, activation="sigmoid", name="denoised")(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+MODEL_BUILDERS: dict[str, Callable[[ModelConfig], keras.Model]] = {
+    "cae": build_cae,
+    "unet": build_unet,
+}
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    try:
+        builder = MODEL_BUILDERS[config.model]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {config.model!r}; choose one of {sorted(MODEL_BUILDERS)}"
+        ) from None
+    return builder(config)
+
+
+def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> float:
+    """Forward FLOPs per input pixel, counted from the conv layers.
+
+    A convolution costs 2 x output pixels x kernel area x in x out channels; a stride-2
+    transpose convolution touches each output pixel with a quarter of its kernel.
+    """
+    import numpy as np
+
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))
+    ]
+    probe = keras.Model(model.input, [layer.output for layer in convs])
+    outputs = probe(np.zeros((1, size, size, channels), "float32"))
+    total = 0.0
+    for layer, output in zip(convs, outputs, strict=True):
+        kernel_height, kernel_width, *_ = layer.kernel.shape
+        in_channels = layer.input.shape[-1]
+        out_channels = layer.filters
+        output_pixels = output.shape[1] * output.shape[2]
+        taps = kernel_height * kernel_width
+        if isinstance(layer, layers.Conv2DTranspose):
+            taps /= layer.strides[0] * layer.strides[1]
+        total += 2 * output_pixels * taps * in_channels * out_channels
+    return total / (size * size)
+
+
+def save_model_dir(model: keras.Model, config: ModelConfig, folder: str | Path, extra: dict) -> None:
+    """Writes ``config.json`` (everything needed to rebuild) and byte-stable weights."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with files.atomic_path(folder / WEIGHTS_FILE) as temporary:
+        weights_path = temporary.with_name(temporary.name + ".weights.h5")
+        model.save_weights(weights_path)
+        weights_path.replace(temporary)
+    files.write_json(folder / CONFIG_FILE, {"model_config": dataclasses.asdict(config), **extra})
+
+
+def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
+    """Rebuilds a model saved by :func:`save_model_dir`; returns it and its config.json."""
+    folder = Path(folder)
+    info = files.read_json(folder / CONFIG_FILE)
+    try:
+        config = ModelConfig(**info["model_config"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})") from error
+    model = build_model(config)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ValueError(f"{weights}: weights file not found")
+    model.load_weights(weights)
+    return model, info
+
+
+def load_any_model(path: str | Path) -> tuple[keras.Model, int]:
+    """Loads a model folder or a ``.keras`` file (safe mode); returns it and its depth."""
+    path = Path(path)
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        model, info = load_model_dir(path)
+        return model, int(info["model_config"]["depth"])
+    if path.suffix == ".keras" and path.is_file():
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+        return model, infer_depth(model)
+    raise ValueError(f"{path}: not a model folder (config.json + weights) or a .keras file")
+
+
+def infer_depth(model: keras.Model) -> int:
+    """Number of 2x poolings in a model, so inference can pad to a multiple of 2**depth."""
+    return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
+
+
+def describe(config: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)

@@ -1,0 +1,147 @@
+"""Glue the stages call: train one model end to end with tracking, checkpoints and saving."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from denoiselab import files, models, tracking, training
+from denoiselab.config import BaseConfig, TrainConfig, to_dict
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ROOT = Path("checkpoints")
+
+
+def stage_main(main: Callable[[], None]) -> None:
+    """Runs a stage's main; a bad param, file or store prints one line and exits 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except (ValueError, ConnectionError, training.NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def load_training_data(prepared: Path, noisy: Path) -> dict:
+    manifest = files.read_json(prepared / "manifest.json")
+    clean_train = files.load_arrays(prepared / "train.npz")["patches"]
+    clean_val = files.load_arrays(prepared / "val.npz")["patches"]
+    noisy_train = files.load_arrays(noisy / "train.npz")["patches"]
+    noisy_val = files.load_arrays(noisy / "val.npz")["patches"]
+    return {
+        "manifest": manifest,
+        "clean_train": clean_train,
+        "noisy_train": noisy_train,
+        "validation": (noisy_val, clean_val),
+    }
+
+
+def checkpoint_dir(stage: str, payload: dict) -> Path:
+    """A backup folder keyed by everything that shapes training, so a resume never mixes runs."""
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return CHECKPOINT_ROOT / f"{stage}-{digest}"
+
+
+def train_tracked(
+    name: str,
+    stage: str,
+    config: TrainConfig,
+    base: BaseConfig,
+    data: dict,
+    model_dir: Path,
+    history_path: Path,
+    extra_params: dict | None = None,
+    initial_weights: list[np.ndarray] | None = None,
+    extra_tags: dict | None = None,
+) -> dict:
+    """Trains one model as one MLflow run named ``name``; saves weights, config and history.
+
+    Resumes from the last finished epoch when a backup of the same configuration exists.
+    Returns the saved config.json contents.
+    """
+    import mlflow
+
+    training.configure_threads(base.deterministic)
+    import keras
+
+    keras.utils.set_random_seed(base.seed)
+    channels = base.channels
+    model_config = config.model_config(channels)
+    data_hash = data["manifest"]["data_hash"]
+    params = {
+        **{f"train.{key}": value for key, value in to_dict(config).items()},
+        "seed": base.seed,
+        "channels": channels,
+        "noise_sigma": base.noise_sigma,
+        "deterministic": base.deterministic,
+        "data_hash": data_hash,
+        "train_patches": len(data["clean_train"]),
+        **(extra_params or {}),
+    }
+    backup = checkpoint_dir(stage, {"params": params, "name": name})
+    backup.mkdir(parents=True, exist_ok=True)
+    run_id_file = backup / "mlflow_run_id"
+    resume_run = run_id_file.read_text().strip() if run_id_file.is_file() else None
+
+    tracking.setup()
+    if resume_run:
+        try:
+            mlflow.MlflowClient().get_run(resume_run)
+            log.info("resuming %s from %s (MLflow run %s)", name, backup, resume_run)
+        except mlflow.exceptions.MlflowException:
+            resume_run = None
+    with tracking.model_run(name, stage, params, run_id=resume_run) as run:
+        run_id_file.write_text(run.info.run_id)
+        if extra_tags:
+            mlflow.set_tags(extra_tags)
+        model = models.build_model(model_config)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+        flops = models.conv_flops_per_pixel(model, channels)
+        mlflow.log_params({"parameters": model.count_params(), "mflops_per_pixel": round(flops / 1e6, 4)})
+        dataset = training.make_train_dataset(
+            data["clean_train"], data["noisy_train"], config, base.noise_sigma, base.seed
+        )
+        rows = training.fit(
+            model,
+            dataset,
+            data["validation"],
+            config,
+            backup_dir=backup,
+            callbacks=[tracking.epoch_logger()],
+        )
+        crop = config.crop_size or data["clean_train"].shape[1]
+        throughput = float(np.median([row["patches_per_s"] for row in rows[-3:]]))
+        mlflow.log_metrics(
+            {
+                "train_patches_per_s": throughput,
+                "train_gflops_per_s": throughput * crop * crop * flops * 3 / 1e9,
+            }
+        )
+        # Save from a fresh, uncompiled copy so the weights file holds no optimizer state.
+        clean_model = models.build_model(model_config)
+        clean_model.set_weights(model.get_weights())
+        model_info = tracking.log_keras_model(clean_model, channels)
+        info = {
+            "name": name,
+            "stage": stage,
+            "train_config": to_dict(config),
+            "base": dataclasses.asdict(base),
+            "data_hash": data_hash,
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_model_uri": model_info.model_uri,
+        }
+        models.save_model_dir(clean_model, model_config, model_dir, info)
+        files.write_json(history_path, rows)
+    # The model is saved, so the backup has done its job.
+    shutil.rmtree(backup, ignore_errors=True)
+    return info

@@ -1,0 +1,199 @@
+"""MLflow tracking: where the store is, one run per model, tags that link runs to DVC and git.
+
+The default store is the embedded sqlite ``mlflow.db`` at the repository root, with artifacts
+in ``mlartifacts/`` beside it, resolved from the repository root also when DVC runs a stage in
+a temporary copy (``dvc exp run --temp`` / ``--queue``). ``MLFLOW_TRACKING_URI`` points it at a
+team server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT_NAME = "denoiselab"
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(uri: str) -> str:
+    """A tracking URI with any ``user:password@`` removed, safe to print or log."""
+    return _CREDENTIALS.sub("***@", uri)
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The DVC repository the user works in, also from inside DVC's temporary copies."""
+    candidates = []
+    if os.environ.get("DVC_ROOT"):
+        candidates.append(Path(os.environ["DVC_ROOT"]))
+    candidates.append(Path(start or Path.cwd()).resolve())
+    for candidate in candidates:
+        text = str(candidate)
+        marker = f"{os.sep}.dvc{os.sep}tmp{os.sep}"
+        if marker in text:
+            return Path(text.split(marker)[0])
+        for folder in [candidate, *candidate.parents]:
+            if (folder / ".dvc").is_dir():
+                return folder
+    return Path.cwd().resolve()
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def artifact_location() -> str | None:
+    """Artifacts beside the default sqlite store; a server chooses its own."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (repo_root() / "mlartifacts").as_uri()
+
+
+def check_store(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fails within ``timeout`` seconds, naming the URI, when the store cannot be reached."""
+    uri = uri or tracking_uri()
+    shown = redact(uri)
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConnectionError(
+                f"MLflow tracking server {shown} is unreachable ({reason}); start it, or unset "
+                f"MLFLOW_TRACKING_URI to use the local sqlite store"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConnectionError(f"MLflow store {shown}: folder {folder} is missing or read-only")
+
+
+def setup(experiment: str = EXPERIMENT_NAME) -> str:
+    """Points MLflow at the store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = tracking_uri()
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        experiment_id = existing.experiment_id
+    else:
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location())
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def run_tags(stage: str) -> dict[str, str]:
+    """Tags linking a run to its git commit, DVC stage and DVC experiment."""
+    tags = {"dvc.stage": os.environ.get("DVC_STAGE", stage)}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:
+        tags["dvc.experiment"] = experiment
+    return tags
+
+
+@contextlib.contextmanager
+def model_run(
+    name: str, stage: str, params: dict[str, Any], run_id: str | None = None, nested: bool = False
+) -> Iterator[Any]:
+    """Starts (or resumes) one MLflow run; marks it FAILED with the error if the body raises."""
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested) as run:
+        if run_id is None:
+            mlflow.set_tags(run_tags(stage))
+            log_params(params)
+        try:
+            yield run
+        except BaseException as error:
+            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:4000])
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    flat = {key: _param_value(value) for key, value in params.items()}
+    mlflow.log_params(flat)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def epoch_logger():
+    """A Keras callback that logs every epoch's metrics to the active MLflow run."""
+    import keras
+    import mlflow
+
+    class MlflowEpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {key: float(value) for key, value in (logs or {}).items()}
+            mlflow.log_metrics(metrics, step=epoch + 1)
+
+    return MlflowEpochLogger()
+
+
+def log_keras_model(model, channels: int, name: str = "model") -> Any:
+    """Logs a Keras model with an explicit tensor signature (NHWC float32, any size)."""
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), "noisy")])
+    signature = ModelSignature(inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))]))
+    return mlflow.keras.log_model(model, name=name, signature=signature)
+
+
+def find_run(name: str, run_id: str | None = None):
+    """The run to report on for a model: by id when known, else the newest with that name."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if run_id:
+        return client.get_run(run_id)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.run_name = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None

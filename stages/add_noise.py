@@ -1,0 +1,34 @@
+"""DVC stage add_noise: seeded, clipped Gaussian noise on the train/val patches and test images."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from denoiselab import files, noise
+from denoiselab.config import load_params
+from denoiselab.runner import stage_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    sigma, seed = params.base.noise_sigma, params.add_noise.seed
+    for index, split in enumerate(("train", "val")):
+        clean = files.load_arrays(args.prepared / f"{split}.npz")["patches"]
+        rng = np.random.default_rng([seed, index])
+        files.save_arrays(
+            args.out / f"{split}.npz", {"patches": noise.add_gaussian_noise(clean, sigma, rng)}
+        )
+    test = files.load_arrays(args.prepared / "test.npz")
+    files.save_arrays(args.out / "test.npz", noise.noisy_test_images(test, sigma, seed))
+    print(f"added noise (sigma {sigma}, seed {seed}) to train, val and {len(test)} test images")
+
+
+if __name__ == "__main__":
+    stage_main(main)

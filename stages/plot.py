@@ -1,0 +1,55 @@
+"""DVC stage plot: loss, SSIM and sample comparison figures from the recorded data."""
+
+import argparse
+from pathlib import Path
+
+from denoiselab import files, plots, tracking
+from denoiselab.config import load_params
+from denoiselab.runner import stage_main
+
+MODEL_NAMES = ("cae", "unet", "unet_tuned")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True, help="folder of <model>.json histories")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--denoised", type=Path, required=True)
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    dpi = params.plot.dpi
+    histories = {name: files.read_json(args.history / f"{name}.json") for name in MODEL_NAMES}
+    summary = files.read_json(args.metrics)
+    clean = files.load_arrays(args.prepared / "test.npz")
+    columns = ["noisy", *MODEL_NAMES]
+    denoised = {name: files.load_arrays(args.denoised / f"{name}.npz") for name in columns}
+
+    figures = {
+        "loss_comparison.png": plots.loss_comparison(histories, dpi),
+        "ssim_comparison.png": plots.ssim_comparison(summary, dpi),
+        "sample_comparison.png": plots.sample_comparison(
+            clean, denoised, columns, params.plot.n_samples, dpi
+        ),
+    }
+    for filename, figure in figures.items():
+        with files.atomic_path(args.out / filename) as temporary:
+            figure.savefig(temporary, format="png", dpi=dpi, metadata={"Software": None})
+        print(f"wrote {args.out / filename}")
+
+    tracking.setup()
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for name in MODEL_NAMES:
+        run_id = files.read_json(args.models / name / "config.json")["mlflow_run_id"]
+        for filename in figures:
+            client.log_artifact(run_id, str(args.out / filename), artifact_path="figures")
+
+
+if __name__ == "__main__":
+    stage_main(main)

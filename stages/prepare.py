@@ -1,0 +1,36 @@
+"""DVC stage prepare: clean images -> train/val patches, whole test images, manifest."""
+
+import argparse
+from pathlib import Path
+
+from denoiselab import data, files
+from denoiselab.config import load_params
+from denoiselab.runner import stage_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    result = data.prepare(params.prepare, params.base.channels, params.base.seed)
+
+    files.save_arrays(args.out / "train.npz", {"patches": result["train"]})
+    files.save_arrays(args.out / "val.npz", {"patches": result["val"]})
+    files.save_arrays(args.out / "test.npz", result["test"])
+    files.write_json(args.out / "manifest.json", result["manifest"])
+    counts = result["manifest"]["counts"]
+    print(
+        f"prepared {counts['images']} images ({counts['train_images']} train, "
+        f"{counts['val_images']} val, {counts['test_images']} test): "
+        f"{counts['train_patches']} train and {counts['val_patches']} val patches, "
+        f"{counts['skipped']} skipped"
+    )
+    for skipped in result["manifest"]["skipped"]:
+        print(f"skipped {skipped['reason']}")
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,35 @@
+"""DVC stages train_cae and train_unet: train one model from its params section, tracked in MLflow."""
+
+import argparse
+from pathlib import Path
+
+from denoiselab import runner
+from denoiselab.config import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--section", required=True, choices=["train_cae", "train_unet"])
+    parser.add_argument("--name", required=True, help="MLflow run name, e.g. cae or unet")
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--noisy", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    data = runner.load_training_data(args.prepared, args.noisy)
+    runner.train_tracked(
+        args.name,
+        args.section,
+        getattr(params, args.section),
+        params.base,
+        data,
+        args.model_dir,
+        args.history,
+    )
+
+
+if __name__ == "__main__":
+    runner.stage_main(main)

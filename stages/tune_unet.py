@@ -1,0 +1,55 @@
+"""DVC stage tune_unet: Optuna search over the U-Net, then the best configuration trained to
+completion as the tuned U-Net (warm-started from the best trial)."""
+
+import argparse
+from pathlib import Path
+
+from denoiselab import files, runner, tracking, tuning
+from denoiselab.config import load_params, to_dict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--noisy", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--best", type=Path, required=True, help="JSON file for the best params")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    tune, base = params.tune_unet, params.base
+    data = runner.load_training_data(args.prepared, args.noisy)
+    tracking.setup()
+    search_params = {f"tune.{key}": value for key, value in to_dict(tune).items()}
+    search_params["data_hash"] = data["manifest"]["data_hash"]
+    with tracking.model_run("unet_tune", "tune_unet", search_params) as parent:
+        study, weights = tuning.run_study(tune, base, data, parent.info.run_id)
+        summary = tuning.best_summary(study)
+        import mlflow
+
+        mlflow.log_metric("best_val_psnr", summary["best_val_psnr"])
+        mlflow.log_params({f"best.{key}": value for key, value in summary["params"].items()})
+    print(f"best trial {summary['best_trial']}: {summary['params']}", flush=True)
+
+    config = tuning.final_config(summary["params"], tune)
+    initial = weights.get(summary["best_trial"]) if tune.warm_start else None
+    info = runner.train_tracked(
+        "unet_tuned",
+        "tune_unet",
+        config,
+        base,
+        data,
+        args.model_dir,
+        args.history,
+        extra_params={"warm_start": initial is not None, "best_trial": summary["best_trial"]},
+        initial_weights=initial,
+        extra_tags={"tune_parent_run_id": parent.info.run_id},
+    )
+    summary["final_config"] = info["train_config"]
+    files.write_json(args.best, summary)
+
+
+if __name__ == "__main__":
+    runner.stage_main(main)
