@@ -185,7 +185,7 @@ class TrainConfig:
 class TuneConfig:
     n_trials: int = 8
     trial_epochs: int = 3
-    trial_steps_per_epoch: int = 40
+    trial_patches_per_epoch: int = 1024
     learning_rate: tuple[float, float] = (3e-4, 3e-3)
     base_filters: tuple[int, ...] = (16, 24, 32)
     depth: tuple[int, ...] = (2, 3)
@@ -194,7 +194,7 @@ class TuneConfig:
     batch_norm: tuple[bool, ...] = (False,)
     crop_size: int | None = 48
     final_epochs: int = 20
-    final_steps_per_epoch: int = 100
+    final_patches_per_epoch: int = 2560
     warm_start: bool = True
     storage: str | None = None
     study_name: str = "unet_tune"
@@ -204,11 +204,11 @@ class TuneConfig:
         _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
         _require(self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs)
         _require(
-            self.trial_steps_per_epoch >= 1,
+            self.trial_patches_per_epoch >= 1,
             section,
-            "trial_steps_per_epoch",
+            "trial_patches_per_epoch",
             "must be positive",
-            self.trial_steps_per_epoch,
+            self.trial_patches_per_epoch,
         )
         low, high = self.learning_rate
         _require(0 < low <= high < 1, section, "learning_rate", "must be [low, high] with 0 < low <= high < 1", list(self.learning_rate))
@@ -233,11 +233,11 @@ class TuneConfig:
                 )
         _require(self.final_epochs >= 1, section, "final_epochs", "must be positive", self.final_epochs)
         _require(
-            self.final_steps_per_epoch >= 1,
+            self.final_patches_per_epoch >= 1,
             section,
-            "final_steps_per_epoch",
+            "final_patches_per_epoch",
             "must be positive",
-            self.final_steps_per_epoch,
+            self.final_patches_per_epoch,
         )
 
 

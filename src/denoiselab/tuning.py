@@ -18,9 +18,14 @@ from denoiselab.config import BaseConfig, TrainConfig, TuneConfig, to_dict
 log = logging.getLogger(__name__)
 
 
-def trial_config(trial: optuna.Trial, tune: TuneConfig, epochs: int, steps: int) -> TrainConfig:
-    """The U-Net training config a trial samples from the search space."""
+def trial_config(trial: optuna.Trial, tune: TuneConfig) -> TrainConfig:
+    """The U-Net training config a trial samples from the search space.
+
+    Every trial sees the same number of patches per epoch whatever its batch size, so trials
+    compare on equal data.
+    """
     low, high = tune.learning_rate
+    batch_size = trial.suggest_categorical("batch_size", list(tune.batch_size))
     return TrainConfig(
         model="unet",
         base_filters=trial.suggest_categorical("base_filters", list(tune.base_filters)),
@@ -30,9 +35,9 @@ def trial_config(trial: optuna.Trial, tune: TuneConfig, epochs: int, steps: int)
         loss=trial.suggest_categorical("loss", list(tune.loss)),
         learning_rate=trial.suggest_float("learning_rate", low, high, log=True),
         lr_schedule="cosine",
-        batch_size=trial.suggest_categorical("batch_size", list(tune.batch_size)),
-        epochs=epochs,
-        steps_per_epoch=steps,
+        batch_size=batch_size,
+        epochs=tune.trial_epochs,
+        steps_per_epoch=max(1, tune.trial_patches_per_epoch // batch_size),
         crop_size=tune.crop_size,
         fresh_noise=True,
         augment=True,
@@ -52,7 +57,7 @@ def final_config(best_params: dict, tune: TuneConfig) -> TrainConfig:
         lr_schedule="cosine",
         batch_size=best_params["batch_size"],
         epochs=tune.final_epochs,
-        steps_per_epoch=tune.final_steps_per_epoch,
+        steps_per_epoch=max(1, tune.final_patches_per_epoch // best_params["batch_size"]),
         crop_size=tune.crop_size,
         fresh_noise=True,
         augment=True,
@@ -84,7 +89,7 @@ def run_study(
     weights: dict[int, list[np.ndarray]] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        config = trial_config(trial, tune, tune.trial_epochs, tune.trial_steps_per_epoch)
+        config = trial_config(trial, tune)
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
         with tracking.model_run(f"trial-{trial.number}", "tune_unet", params, nested=True):

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from denoiselab import config, profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_and_smoke_profile_are_valid():
+    params = config.load_params(ROOT / "params.yaml")
+    assert params.base.noise_sigma == pytest.approx(0.1)
+    assert params.train_cae.loss == "bce"
+    smoke = profiles.apply_profile(raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml"))
+    assert config.parse_params(smoke).tune_unet.n_trials == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("base", "noise_sigma", -0.1, "base.noise_sigma"),
+        ("base", "noise_sigma", 0, "base.noise_sigma"),
+        ("base", "noise_sigma", "high", "base.noise_sigma must be a number"),
+        ("base", "channels", 2, "base.channels must be 1 or 3"),
+        ("train_unet", "learning_rate", "fast", "train_unet.learning_rate must be a number"),
+        ("train_unet", "epochs", 2.5, "train_unet.epochs must be an integer"),
+        ("train_unet", "model", "resnet", "train_unet.model must be one of"),
+        ("train_unet", "loss", "huber", "train_unet.loss must be one of"),
+        ("train_unet", "loss", "bce", "train_unet.loss 'bce' needs outputs in [0, 1]"),
+        ("train_unet", "depth", 7, "train_unet.depth"),
+        ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
+        ("prepare", "patch_size", 60, "prepare.patch_size must be divisible by 2**train_unet.depth"),
+        ("prepare", "source", "web", "prepare.source must be 'builtin' or 'folder'"),
+        ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
+        ("tune_unet", "loss", ["mse", "ssim"], "tune_unet.loss"),
+        ("tune_unet", "learning_rate", [0.1, 0.01], "tune_unet.learning_rate"),
+        ("evaluate", "classical", ["bm4d"], "evaluate.classical"),
+    ],
+)
+def test_bad_params_name_the_key(section, key, value, message):
+    raw = raw_params()
+    raw[section][key] = value
+    with pytest.raises(ValueError, match=None) as error:
+        config.parse_params(raw)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_folder_source_needs_a_folder():
+    raw = raw_params()
+    raw["prepare"]["source"] = "folder"
+    with pytest.raises(ValueError, match="prepare.folder"):
+        config.parse_params(raw)
+
+
+def test_unknown_section_is_rejected():
+    raw = raw_params()
+    raw["trian_unet"] = {}
+    with pytest.raises(ValueError, match="unknown section 'trian_unet'"):
+        config.parse_params(raw)
+
+
+def test_missing_and_broken_params_files(tmp_path):
+    with pytest.raises(ValueError, match="params file not found"):
+        config.load_params(tmp_path / "params.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("base: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        config.load_params(broken)
+
+
+def test_profile_args_quote_lists():
+    args = profiles.dvc_set_args({"tune_unet.depth": [2], "train_unet.epochs": 2})
+    assert args == ["-S", "tune_unet.depth=[2]", "-S", "train_unet.epochs=2"]

@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pytest
+
+from denoiselab import metrics, noise
+
+
+def test_noise_has_the_requested_statistics():
+    clean = np.full((200, 200, 1), 0.5, np.float32)
+    noisy = noise.add_gaussian_noise(clean, 0.1, np.random.default_rng(0))
+    difference = noisy - clean
+    assert abs(difference.mean()) < 0.002
+    assert difference.std() == pytest.approx(0.1, rel=0.02)
+    assert noisy.dtype == np.float32
+
+
+def test_noise_is_clipped_and_reproducible():
+    clean = np.zeros((64, 64, 1), np.float32)
+    first = noise.add_gaussian_noise(clean, 0.3, np.random.default_rng(7))
+    second = noise.add_gaussian_noise(clean, 0.3, np.random.default_rng(7))
+    other = noise.add_gaussian_noise(clean, 0.3, np.random.default_rng(8))
+    assert first.min() == 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_test_image_noise_does_not_depend_on_the_other_images():
+    image = np.random.default_rng(1).random((16, 16, 1)).astype(np.float32)
+    alone = noise.noisy_test_images({"a": image}, 0.1, seed=0)
+    together = noise.noisy_test_images({"a": image, "b": image[:8]}, 0.1, seed=0)
+    np.testing.assert_array_equal(alone["a"], together["a"])
+
+
+def test_bad_sigma_is_rejected():
+    with pytest.raises(ValueError, match="sigma"):
+        noise.add_gaussian_noise(np.zeros((4, 4, 1)), 0.0, np.random.default_rng(0))
+
+
+def test_psnr_of_identical_images_is_infinite():
+    image = np.random.default_rng(0).random((16, 16, 1))
+    assert math.isinf(metrics.psnr(image, image))
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+
+
+def test_psnr_of_a_known_mse():
+    clean = np.zeros((16, 16, 1))
+    denoised = np.full((16, 16, 1), 0.1)  # MSE 0.01 -> 20 dB
+    assert metrics.psnr(clean, denoised) == pytest.approx(20.0)
+
+
+def test_denoised_values_are_clipped_before_scoring():
+    clean = np.ones((16, 16, 1))
+    assert math.isinf(metrics.psnr(clean, np.full((16, 16, 1), 1.5)))
+
+
+def test_colour_ssim_and_score_images():
+    rng = np.random.default_rng(0)
+    clean = {"x": rng.random((32, 32, 3)), "y": rng.random((32, 32, 3))}
+    noisy = {name: np.clip(image + 0.1, 0, 1) for name, image in clean.items()}
+    scores = metrics.score_images(clean, noisy)
+    assert set(scores["per_image"]) == {"x", "y"}
+    assert scores["psnr"] == pytest.approx(np.mean([v["psnr"] for v in scores["per_image"].values()]))
+    assert 0 < scores["ssim"] < 1

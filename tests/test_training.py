@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from denoiselab import models, training
+from denoiselab.config import TrainConfig
+
+
+def smooth_patches(count, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    patches = [0.5 + 0.3 * np.sin(6 * x * rng.random() + 4 * y * rng.random()) for _ in range(count)]
+    return np.stack(patches)[..., None].astype(np.float32)
+
+
+def tiny_config(**overrides):
+    values = dict(model="unet", base_filters=4, depth=2, loss="mse", learning_rate=3e-3,
+                  batch_size=8, epochs=3, steps_per_epoch=8, crop_size=None)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_fresh_noise_dataset_is_seeded_and_new_each_draw():
+    clean = smooth_patches(4)
+    config = tiny_config(batch_size=4, augment=False)
+    first = list(training.make_train_dataset(clean, None, config, 0.1, seed=0).take(2))
+    again = list(training.make_train_dataset(clean, None, config, 0.1, seed=0).take(2))
+    noisy_a, clean_a = first[0]
+    np.testing.assert_array_equal(noisy_a, again[0][0])
+    assert noisy_a.shape == (4, 16, 16, 1)
+    noise_std = float(np.std(noisy_a.numpy() - clean_a.numpy()))
+    assert 0.08 < noise_std < 0.12
+    # The second pass over the same patches draws new noise.
+    assert not np.allclose(np.sort(first[0][0].numpy().ravel()), np.sort(first[1][0].numpy().ravel()))
+
+
+def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
+    clean = smooth_patches(6)
+    noisy = clean + 0.25
+    config = tiny_config(batch_size=3, fresh_noise=False, augment=True, crop_size=8)
+    noisy_batch, clean_batch = next(iter(training.make_train_dataset(clean, noisy, config, 0.1, 0)))
+    assert noisy_batch.shape == (3, 8, 8, 1)
+    np.testing.assert_allclose(noisy_batch - clean_batch, 0.25, atol=1e-6)
+
+
+def test_training_lowers_the_loss_and_records_each_epoch():
+    clean = smooth_patches(32)
+    config = tiny_config()
+    model = models.build_model(config.model_config(1))
+    dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+    val_clean = smooth_patches(8, seed=1)
+    val_noisy = np.clip(val_clean + np.random.default_rng(0).normal(0, 0.1, val_clean.shape), 0, 1)
+    rows = training.fit(model, dataset, (val_noisy.astype(np.float32), val_clean), config, verbose=0)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert {"loss", "val_loss", "val_psnr", "val_ssim_tf", "patches_per_s"} <= set(rows[0])
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+
+
+def test_nan_loss_stops_training_with_an_error():
+    clean = smooth_patches(16)
+    clean[3, 2, 2, 0] = np.nan
+    config = tiny_config(fresh_noise=True, augment=False, epochs=2)
+    model = models.build_model(config.model_config(1))
+    dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+    with pytest.raises(training.NonFiniteLossError, match="loss became nan"):
+        training.fit(model, dataset, (clean[:4], clean[:4]), config, verbose=0)
