@@ -7,7 +7,7 @@ import numpy as np
 
 from denoiselab import files, noise
 from denoiselab.config import load_params
-from denoiselab.runner import stage_main
+from denoiselab.errors import stage_main
 
 
 def main() -> None:

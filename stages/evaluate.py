@@ -6,7 +6,7 @@ from pathlib import Path
 
 from denoiselab import classical, evaluation, files, models, registry, tracking
 from denoiselab.config import load_params
-from denoiselab.runner import stage_main
+from denoiselab.errors import stage_main
 
 log = logging.getLogger("evaluate")
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
@@ -17,20 +17,25 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--noisy", type=Path, required=True)
-    parser.add_argument("--models", type=Path, required=True, help="folder holding one folder per model")
+    parser.add_argument(
+        "--models", type=Path, required=True, help="folder holding one folder per model"
+    )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--per-image", type=Path, required=True)
     parser.add_argument("--denoised", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)
+    tracking.check_store()
     sigma = params.base.noise_sigma
     clean = files.load_arrays(args.prepared / "test.npz")
     noisy = files.load_arrays(args.noisy / "test.npz")
     tracking.setup()
 
     results, outputs, settings = {}, {}, {}
-    results["noisy"], outputs["noisy"] = evaluation.score_denoiser(lambda image: image, clean, noisy)
+    results["noisy"], outputs["noisy"] = evaluation.score_denoiser(
+        lambda image: image, clean, noisy
+    )
     run_ids, model_uris = {}, {}
     for name in MODEL_NAMES:
         model, info = models.load_model_dir(args.models / name)
@@ -40,9 +45,14 @@ def main() -> None:
         results[name], outputs[name] = evaluation.score_denoiser(
             evaluation.model_denoiser(model, depth), clean, noisy
         )
-        print(f"{name}: PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}", flush=True)
+        print(
+            f"{name}: PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}",
+            flush=True,
+        )
 
-    val_clean = files.load_arrays(args.prepared / "val.npz")["patches"][: params.evaluate.val_patches]
+    val_clean = files.load_arrays(args.prepared / "val.npz")["patches"][
+        : params.evaluate.val_patches
+    ]
     val_noisy = files.load_arrays(args.noisy / "val.npz")["patches"][: params.evaluate.val_patches]
     for method in params.evaluate.classical:
         grid = classical.param_grid(method, params.evaluate)
@@ -68,7 +78,9 @@ def main() -> None:
     for name in MODEL_NAMES:
         registry.log_test_scores(run_ids[name], results[name])
     if params.evaluate.register_models:
-        champion = registry.register_and_crown(run_ids, model_uris, {name: results[name] for name in MODEL_NAMES})
+        champion = registry.register_and_crown(
+            run_ids, model_uris, {name: results[name] for name in MODEL_NAMES}
+        )
         print(f"registered {', '.join(MODEL_NAMES)}; champion: {champion}")
 
 

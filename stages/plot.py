@@ -5,7 +5,7 @@ from pathlib import Path
 
 from denoiselab import files, plots, tracking
 from denoiselab.config import load_params
-from denoiselab.runner import stage_main
+from denoiselab.errors import stage_main
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 
@@ -14,7 +14,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True, help="folder of <model>.json histories")
+    parser.add_argument(
+        "--history", type=Path, required=True, help="folder of <model>.json histories"
+    )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--denoised", type=Path, required=True)
     parser.add_argument("--models", type=Path, required=True)
@@ -22,6 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
+    tracking.check_store()
     dpi = params.plot.dpi
     histories = {name: files.read_json(args.history / f"{name}.json") for name in MODEL_NAMES}
     summary = files.read_json(args.metrics)

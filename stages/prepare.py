@@ -5,7 +5,7 @@ from pathlib import Path
 
 from denoiselab import data, files
 from denoiselab.config import load_params
-from denoiselab.runner import stage_main
+from denoiselab.errors import stage_main
 
 
 def main() -> None:

@@ -1,10 +1,12 @@
-"""DVC stages train_cae and train_unet: train one model from its params section, tracked in MLflow."""
+"""DVC stages train_cae and train_unet: train one model from its params section, tracked in
+MLflow."""
 
 import argparse
 from pathlib import Path
 
-from denoiselab import runner
+from denoiselab import runner, tracking
 from denoiselab.config import load_params
+from denoiselab.errors import stage_main
 
 
 def main() -> None:
@@ -19,6 +21,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
+    tracking.check_store()
     data = runner.load_training_data(args.prepared, args.noisy)
     runner.train_tracked(
         args.name,
@@ -32,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    runner.stage_main(main)
+    stage_main(main)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from denoiselab import files, runner, tracking, tuning
 from denoiselab.config import load_params, to_dict
+from denoiselab.errors import stage_main
 
 
 def main() -> None:
@@ -19,6 +20,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
+    tracking.check_store()
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
     tracking.setup()
@@ -52,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    runner.stage_main(main)
+    stage_main(main)

@@ -12,7 +12,12 @@ def smooth_image(size=64):
 
 @pytest.mark.parametrize(
     ("method", "settings"),
-    [("tv", {"weight": 0.1}), ("wavelet", {}), ("nl_means", {"h": 0.08}), ("bm3d", {"sigma_scale": 1.0})],
+    [
+        ("tv", {"weight": 0.1}),
+        ("wavelet", {}),
+        ("nl_means", {"h": 0.08}),
+        ("bm3d", {"sigma_scale": 1.0}),
+    ],
 )
 def test_each_classical_method_removes_noise(method, settings):
     clean = smooth_image()

@@ -16,7 +16,9 @@ def test_project_params_and_smoke_profile_are_valid():
     params = config.load_params(ROOT / "params.yaml")
     assert params.base.noise_sigma == pytest.approx(0.1)
     assert params.train_cae.loss == "bce"
-    smoke = profiles.apply_profile(raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml"))
+    smoke = profiles.apply_profile(
+        raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml")
+    )
     assert config.parse_params(smoke).tune_unet.n_trials == 2
 
 
@@ -34,7 +36,12 @@ def test_project_params_and_smoke_profile_are_valid():
         ("train_unet", "loss", "bce", "train_unet.loss 'bce' needs outputs in [0, 1]"),
         ("train_unet", "depth", 7, "train_unet.depth"),
         ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
-        ("prepare", "patch_size", 60, "prepare.patch_size must be divisible by 2**train_unet.depth"),
+        (
+            "prepare",
+            "patch_size",
+            60,
+            "prepare.patch_size must be divisible by 2**train_unet.depth",
+        ),
         ("prepare", "source", "web", "prepare.source must be 'builtin' or 'folder'"),
         ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
         ("tune_unet", "loss", ["mse", "ssim"], "tune_unet.loss"),

@@ -16,8 +16,14 @@ def write_images(folder, count, size=(40, 48)):
 
 
 def folder_config(folder, **overrides):
-    values = dict(source="folder", folder=str(folder), patch_size=16, stride=8,
-                  test_fraction=0.2, val_fraction=0.2)
+    values = dict(
+        source="folder",
+        folder=str(folder),
+        patch_size=16,
+        stride=8,
+        test_fraction=0.2,
+        val_fraction=0.2,
+    )
     values.update(overrides)
     return PrepareConfig(**values)
 
@@ -31,7 +37,9 @@ def test_split_is_deterministic_and_keeps_images_whole(tmp_path):
     assert sorted(splits.values()).count("test") == 2
     assert sorted(splits.values()).count("val") == 2
     assert set(result["test"]) == {name for name, split in splits.items() if split == "test"}
-    assert result["test"]["img00" if splits["img00"] == "test" else next(iter(result["test"]))].shape[:2] == (40, 48)
+    assert result["test"][
+        "img00" if splits["img00"] == "test" else next(iter(result["test"]))
+    ].shape[:2] == (40, 48)
     np.testing.assert_array_equal(result["train"], again["train"])
     assert result["train"].shape[1:] == (16, 16, 1)
     assert 0.0 <= result["train"].min() and result["train"].max() <= 1.0
@@ -78,9 +86,13 @@ def test_bad_images_are_skipped_and_listed_or_fail(tmp_path):
 
 def test_mixed_modes_and_bit_depths_become_float_in_range(tmp_path):
     folder = write_images(tmp_path / "images", 4)
-    Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)).save(folder / "deep.png")
+    Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)).save(
+        folder / "deep.png"
+    )
     Image.fromarray(np.zeros((40, 48, 4), np.uint8)).save(folder / "alpha.png")
-    result = data.prepare(folder_config(folder, test_images=("deep",), val_images=("alpha",)), 1, 0)
+    result = data.prepare(
+        folder_config(folder, test_images=("deep",), val_images=("alpha",)), 1, 0
+    )
     deep = result["test"]["deep"]
     assert deep.dtype == np.float32 and deep.shape == (40, 48, 1)
     assert deep.max() == pytest.approx((40 * 48 - 1) * 30 / 65535, rel=1e-5)

@@ -7,11 +7,15 @@ from denoiselab.config import ModelConfig
 CONFIGS = [
     ModelConfig(model="cae", base_filters=4, depth=2, residual=False, channels=1),
     ModelConfig(model="unet", base_filters=4, depth=2, residual=True, channels=1),
-    ModelConfig(model="unet", base_filters=4, depth=3, residual=False, batch_norm=True, channels=3),
+    ModelConfig(
+        model="unet", base_filters=4, depth=3, residual=False, batch_norm=True, channels=3
+    ),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch")
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+)
 def test_output_shape_equals_input_shape_for_any_size(config):
     model = models.build_model(config)
     for size in ((16, 16), (32, 48)):
@@ -19,7 +23,9 @@ def test_output_shape_equals_input_shape_for_any_size(config):
         assert model(batch).shape == batch.shape
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch")
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+)
 def test_model_saves_and_loads_with_its_config(config, tmp_path):
     model = models.build_model(config)
     batch = np.random.default_rng(1).random((1, 16, 16, config.channels)).astype(np.float32)

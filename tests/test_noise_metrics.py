@@ -60,5 +60,7 @@ def test_colour_ssim_and_score_images():
     noisy = {name: np.clip(image + 0.1, 0, 1) for name, image in clean.items()}
     scores = metrics.score_images(clean, noisy)
     assert set(scores["per_image"]) == {"x", "y"}
-    assert scores["psnr"] == pytest.approx(np.mean([v["psnr"] for v in scores["per_image"].values()]))
+    assert scores["psnr"] == pytest.approx(
+        np.mean([v["psnr"] for v in scores["per_image"].values()])
+    )
     assert 0 < scores["ssim"] < 1

@@ -36,7 +36,10 @@ def smoke_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     tracked = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, tracked):
         source = ROOT / name
@@ -47,9 +50,16 @@ def smoke_repo(tmp_path_factory):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     smoke = profiles.apply_profile(params, profiles.load_profile(repo / "profiles/smoke.yaml"))
     (repo / "params.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     run(["git", "init", "-q"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "smoke"], repo, env)

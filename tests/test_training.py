@@ -8,13 +8,24 @@ from denoiselab.config import TrainConfig
 def smooth_patches(count, size=16, seed=0):
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
-    patches = [0.5 + 0.3 * np.sin(6 * x * rng.random() + 4 * y * rng.random()) for _ in range(count)]
+    patches = [
+        0.5 + 0.3 * np.sin(6 * x * rng.random() + 4 * y * rng.random()) for _ in range(count)
+    ]
     return np.stack(patches)[..., None].astype(np.float32)
 
 
 def tiny_config(**overrides):
-    values = dict(model="unet", base_filters=4, depth=2, loss="mse", learning_rate=3e-3,
-                  batch_size=8, epochs=3, steps_per_epoch=8, crop_size=None)
+    values = dict(
+        model="unet",
+        base_filters=4,
+        depth=2,
+        loss="mse",
+        learning_rate=3e-3,
+        batch_size=8,
+        epochs=3,
+        steps_per_epoch=8,
+        crop_size=None,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -30,14 +41,18 @@ def test_fresh_noise_dataset_is_seeded_and_new_each_draw():
     noise_std = float(np.std(noisy_a.numpy() - clean_a.numpy()))
     assert 0.08 < noise_std < 0.12
     # The second pass over the same patches draws new noise.
-    assert not np.allclose(np.sort(first[0][0].numpy().ravel()), np.sort(first[1][0].numpy().ravel()))
+    assert not np.allclose(
+        np.sort(first[0][0].numpy().ravel()), np.sort(first[1][0].numpy().ravel())
+    )
 
 
 def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
     clean = smooth_patches(6)
     noisy = clean + 0.25
     config = tiny_config(batch_size=3, fresh_noise=False, augment=True, crop_size=8)
-    noisy_batch, clean_batch = next(iter(training.make_train_dataset(clean, noisy, config, 0.1, 0)))
+    noisy_batch, clean_batch = next(
+        iter(training.make_train_dataset(clean, noisy, config, 0.1, 0))
+    )
     assert noisy_batch.shape == (3, 8, 8, 1)
     np.testing.assert_allclose(noisy_batch - clean_batch, 0.25, atol=1e-6)
 
@@ -49,7 +64,9 @@ def test_training_lowers_the_loss_and_records_each_epoch():
     dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
     val_clean = smooth_patches(8, seed=1)
     val_noisy = np.clip(val_clean + np.random.default_rng(0).normal(0, 0.1, val_clean.shape), 0, 1)
-    rows = training.fit(model, dataset, (val_noisy.astype(np.float32), val_clean), config, verbose=0)
+    rows = training.fit(
+        model, dataset, (val_noisy.astype(np.float32), val_clean), config, verbose=0
+    )
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert {"loss", "val_loss", "val_psnr", "val_ssim_tf", "patches_per_s"} <= set(rows[0])
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]

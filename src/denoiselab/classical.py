@@ -41,7 +41,10 @@ def tv(image: np.ndarray, sigma: float, weight: float) -> np.ndarray:
 def wavelet(image: np.ndarray, sigma: float) -> np.ndarray:
     """Wavelet BayesShrink with the noise level estimated from the image."""
     result = restoration.denoise_wavelet(
-        _squeeze(image), method="BayesShrink", mode="soft", rescale_sigma=True,
+        _squeeze(image),
+        method="BayesShrink",
+        mode="soft",
+        rescale_sigma=True,
         channel_axis=_channel_axis(image),
     )
     return _restore(image, result)
@@ -50,7 +53,11 @@ def wavelet(image: np.ndarray, sigma: float) -> np.ndarray:
 def nl_means(image: np.ndarray, sigma: float, h: float) -> np.ndarray:
     """Fast non-local means, patch 5, distance 6."""
     result = restoration.denoise_nl_means(
-        _squeeze(image), h=h, patch_size=5, patch_distance=6, fast_mode=True,
+        _squeeze(image),
+        h=h,
+        patch_size=5,
+        patch_distance=6,
+        fast_mode=True,
         channel_axis=_channel_axis(image),
     )
     return _restore(image, result)
@@ -90,7 +97,10 @@ def param_grid(method: str, evaluate_config) -> list[dict]:
 def select_params(
     method: str, grid: list[dict], clean: np.ndarray, noisy: np.ndarray, sigma: float
 ) -> tuple[dict, float]:
-    """The grid point with the best mean PSNR on validation patches (NHWC); never the test split."""
+    """The grid point with the best mean PSNR on validation patches (NHWC).
+
+    Selection never sees the test split.
+    """
     best, best_score = grid[0], -np.inf
     if len(grid) == 1:
         return best, float("nan")

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+DENOISE_DESCRIPTION = """\
+Denoises images (Gaussian noise, sigma about 0.1 on [0, 1]) and writes each as
+OUTDIR/<name>.png with the input's size, colour mode and bit depth: grayscale stays
+grayscale, RGB stays RGB, RGBA keeps its alpha unchanged, 16-bit stays 16-bit.
+A grayscale model denoises each colour channel on its own; a colour model gets a
+grayscale image repeated to 3 channels and its output converted back to grayscale.
+Large images are denoised in overlapping tiles, so memory stays bounded.
+Exit status: 0 when every image was written, 1 when any input could not be read or
+written (each named on stderr), 2 for a usage or model error."""
+
+MODEL_HELP = (
+    "champion (default; the best registered model, else models/unet_tuned), cae, unet, "
+    "unet_tuned (registry alias, else models/<name>), a model folder or .keras file, or an "
+    "MLflow model URI such as models:/denoiselab@champion or runs:/RUN_ID/model"
+)
 
 
 def _profile_args(args: argparse.Namespace) -> int:
@@ -14,6 +34,105 @@ def _profile_args(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hides what C++ libraries print straight to file descriptor 2 (TensorFlow's start-up
+    lines ignore TF_CPP_MIN_LOG_LEVEL), so stderr carries only this command's own lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _import_keras() -> None:
+    with _native_stderr_silenced():
+        import keras  # noqa: F401
+
+
+def _load(spec: str, aliases: dict[str, str]):
+    from denoiselab import denoise, tracking
+
+    source = denoise.locate_model(spec, tracking.repo_root(), aliases)
+    if source.note:
+        print(f"denoiselab: {source.note}", file=sys.stderr)
+    return denoise.load_denoiser(source)
+
+
+def _denoise(args: argparse.Namespace) -> int:
+    _import_keras()
+    from denoiselab import denoise, files, images
+
+    jobs, problems = images.plan_jobs(args.inputs, args.output_dir)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not jobs:
+        return 1
+    denoiser = _load(args.model, denoise.registered_aliases())
+
+    from tqdm import tqdm
+
+    failures = len(problems)
+    progress = tqdm(jobs, unit="image", file=sys.stderr, disable=len(jobs) < 2)
+    for job in progress:
+        try:
+            image = images.read_image(job.source)
+            pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size)
+            images.write_png(
+                job.target, images.DecodedImage(pixels, image.icc_profile, image.orientation)
+            )
+        except files.ImageReadError as error:
+            progress.write(f"error: {error}", file=sys.stderr)
+            failures += 1
+        except OSError as error:
+            progress.write(f"error: {job.target}: cannot write ({error})", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _import_keras()
+    from denoiselab import denoise, files, images, tracking
+
+    paths = files.list_images(args.images) if args.images.is_dir() else []
+    if not paths:
+        raise ValueError(f"{args.images}: not a folder of PNG, JPEG, TIFF or BMP images")
+    clean, failures = {}, 0
+    for path in paths:
+        try:
+            clean[path.name] = files.to_float(images.read_image(path).pixels)
+        except files.ImageReadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+    if not clean:
+        return 1
+    aliases = denoise.registered_aliases()
+    specs = args.models or denoise.default_evaluation_models(tracking.repo_root(), aliases)
+    denoisers = {spec: _load(spec, aliases) for spec in dict.fromkeys(specs)}
+    results = denoise.score_models(clean, denoisers, args.sigma, args.seed, args.tile_size)
+    print(denoise.format_scores(results))
+    if args.json:
+        report = {
+            "sigma": args.sigma,
+            "seed": args.seed,
+            "models": {spec: denoiser.location for spec, denoiser in denoisers.items()},
+            "scores": results,
+        }
+        files.write_json(args.json, report)
+    return 1 if failures else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denoiselab", description="Learned image denoising.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -21,8 +140,55 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser(
         "profile-args", help="print `dvc exp run -S` arguments for a params profile"
     )
-    profile.add_argument("profile", help="a YAML file of dotted params keys, e.g. profiles/smoke.yaml")
+    profile.add_argument(
+        "profile", help="a YAML file of dotted params keys, e.g. profiles/smoke.yaml"
+    )
     profile.set_defaults(handler=_profile_args)
+
+    denoise = commands.add_parser(
+        "denoise",
+        help="denoise image files (PNG, JPEG, TIFF, BMP) into PNGs",
+        description=DENOISE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    denoise.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    denoise.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        required=True,
+        metavar="OUTDIR",
+        help="folder for the denoised PNGs (created if missing; input files are never replaced)",
+    )
+    denoise.add_argument("--model", default="champion", help=MODEL_HELP)
+    denoise.add_argument(
+        "--tile-size",
+        type=_positive_int,
+        default=512,
+        help="side of the tiles large images are split into; lower it to save memory",
+    )
+    denoise.set_defaults(handler=_denoise)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="add noise to clean images, denoise, print PSNR/SSIM per image and mean",
+        description="Scores models per PROTOCOL.md on a folder of clean images: noise "
+        "clip(clean + N(0, sigma)) with default_rng(seed) per image, images converted to "
+        "each model's channels (rgb2gray, alpha dropped).",
+    )
+    evaluate.add_argument("--images", type=Path, required=True, help="folder of clean images")
+    evaluate.add_argument("--sigma", type=float, default=0.1, help="noise std on [0, 1]")
+    evaluate.add_argument("--seed", type=int, default=0, help="noise seed, per image")
+    evaluate.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="models to score, each as for `denoise --model` (default: champion, or each of "
+        "cae, unet, unet_tuned that exists)",
+    )
+    evaluate.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    evaluate.add_argument("--tile-size", type=_positive_int, default=512, help=argparse.SUPPRESS)
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 

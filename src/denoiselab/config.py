@@ -62,9 +62,27 @@ class PrepareConfig:
             self.source,
         )
         if self.source == "folder":
-            _require(bool(self.folder), section, "folder", "must name a folder when source is 'folder'", self.folder)
-        _require(0 <= self.test_fraction < 1, section, "test_fraction", "must be in [0, 1)", self.test_fraction)
-        _require(0 <= self.val_fraction < 1, section, "val_fraction", "must be in [0, 1)", self.val_fraction)
+            _require(
+                bool(self.folder),
+                section,
+                "folder",
+                "must name a folder when source is 'folder'",
+                self.folder,
+            )
+        _require(
+            0 <= self.test_fraction < 1,
+            section,
+            "test_fraction",
+            "must be in [0, 1)",
+            self.test_fraction,
+        )
+        _require(
+            0 <= self.val_fraction < 1,
+            section,
+            "val_fraction",
+            "must be in [0, 1)",
+            self.val_fraction,
+        )
         _require(
             self.test_fraction + self.val_fraction < 1,
             section,
@@ -72,10 +90,24 @@ class PrepareConfig:
             "plus test_fraction must leave images for training",
             self.val_fraction,
         )
-        _require(self.patch_size >= 8, section, "patch_size", "must be at least 8", self.patch_size)
+        _require(
+            self.patch_size >= 8, section, "patch_size", "must be at least 8", self.patch_size
+        )
         _require(self.stride >= 1, section, "stride", "must be a positive integer", self.stride)
-        _require(self.max_train_patches >= 1, section, "max_train_patches", "must be positive", self.max_train_patches)
-        _require(self.max_val_patches >= 1, section, "max_val_patches", "must be positive", self.max_val_patches)
+        _require(
+            self.max_train_patches >= 1,
+            section,
+            "max_train_patches",
+            "must be positive",
+            self.max_train_patches,
+        )
+        _require(
+            self.max_val_patches >= 1,
+            section,
+            "max_val_patches",
+            "must be positive",
+            self.max_val_patches,
+        )
         _require(
             self.on_bad_image in ("skip", "fail"),
             section,
@@ -105,8 +137,20 @@ class ModelConfig:
     channels: int = 1
 
     def validate(self, section: str) -> None:
-        _require(self.model in MODEL_NAMES, section, "model", f"must be one of {list(MODEL_NAMES)}", self.model)
-        _require(1 <= self.base_filters <= 256, section, "base_filters", "must be in [1, 256]", self.base_filters)
+        _require(
+            self.model in MODEL_NAMES,
+            section,
+            "model",
+            f"must be one of {list(MODEL_NAMES)}",
+            self.model,
+        )
+        _require(
+            1 <= self.base_filters <= 256,
+            section,
+            "base_filters",
+            "must be in [1, 256]",
+            self.base_filters,
+        )
         _require(1 <= self.depth <= 6, section, "depth", "must be in [1, 6]", self.depth)
         _require(self.channels in (1, 3), section, "channels", "must be 1 or 3", self.channels)
 
@@ -131,8 +175,20 @@ class TrainConfig:
     distribution: str = "none"
 
     def validate(self, section: str) -> None:
-        _require(self.model in MODEL_NAMES, section, "model", f"must be one of {list(MODEL_NAMES)}", self.model)
-        _require(self.loss in LOSS_NAMES, section, "loss", f"must be one of {list(LOSS_NAMES)}", self.loss)
+        _require(
+            self.model in MODEL_NAMES,
+            section,
+            "model",
+            f"must be one of {list(MODEL_NAMES)}",
+            self.model,
+        )
+        _require(
+            self.loss in LOSS_NAMES,
+            section,
+            "loss",
+            f"must be one of {list(LOSS_NAMES)}",
+            self.loss,
+        )
         _require(
             not (self.loss == "bce" and self.residual),
             section,
@@ -140,9 +196,21 @@ class TrainConfig:
             "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true",
             self.loss,
         )
-        _require(1 <= self.base_filters <= 256, section, "base_filters", "must be in [1, 256]", self.base_filters)
+        _require(
+            1 <= self.base_filters <= 256,
+            section,
+            "base_filters",
+            "must be in [1, 256]",
+            self.base_filters,
+        )
         _require(1 <= self.depth <= 6, section, "depth", "must be in [1, 6]", self.depth)
-        _require(0 < self.learning_rate < 1, section, "learning_rate", "must be in (0, 1)", self.learning_rate)
+        _require(
+            0 < self.learning_rate < 1,
+            section,
+            "learning_rate",
+            "must be in (0, 1)",
+            self.learning_rate,
+        )
         _require(
             self.lr_schedule in LR_SCHEDULES,
             section,
@@ -152,9 +220,21 @@ class TrainConfig:
         )
         _require(self.batch_size >= 1, section, "batch_size", "must be positive", self.batch_size)
         _require(self.epochs >= 1, section, "epochs", "must be positive", self.epochs)
-        _require(self.steps_per_epoch >= 1, section, "steps_per_epoch", "must be positive", self.steps_per_epoch)
+        _require(
+            self.steps_per_epoch >= 1,
+            section,
+            "steps_per_epoch",
+            "must be positive",
+            self.steps_per_epoch,
+        )
         if self.crop_size is not None:
-            _require(self.crop_size >= 8, section, "crop_size", "must be at least 8 or null", self.crop_size)
+            _require(
+                self.crop_size >= 8,
+                section,
+                "crop_size",
+                "must be at least 8 or null",
+                self.crop_size,
+            )
             _require(
                 self.crop_size % 2**self.depth == 0,
                 section,
@@ -202,7 +282,9 @@ class TuneConfig:
 
     def validate(self, section: str) -> None:
         _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
-        _require(self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs)
+        _require(
+            self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs
+        )
         _require(
             self.trial_patches_per_epoch >= 1,
             section,
@@ -211,15 +293,39 @@ class TuneConfig:
             self.trial_patches_per_epoch,
         )
         low, high = self.learning_rate
-        _require(0 < low <= high < 1, section, "learning_rate", "must be [low, high] with 0 < low <= high < 1", list(self.learning_rate))
+        _require(
+            0 < low <= high < 1,
+            section,
+            "learning_rate",
+            "must be [low, high] with 0 < low <= high < 1",
+            list(self.learning_rate),
+        )
         for key in ("base_filters", "depth", "batch_size", "loss", "batch_norm"):
-            _require(len(getattr(self, key)) > 0, section, key, "must list at least one choice", list(getattr(self, key)))
+            _require(
+                len(getattr(self, key)) > 0,
+                section,
+                key,
+                "must list at least one choice",
+                list(getattr(self, key)),
+            )
         for loss in self.loss:
-            _require(loss in ("mse", "l1"), section, "loss", "choices must be 'mse' or 'l1' (the tuned U-Net is residual)", loss)
+            _require(
+                loss in ("mse", "l1"),
+                section,
+                "loss",
+                "choices must be 'mse' or 'l1' (the tuned U-Net is residual)",
+                loss,
+            )
         for depth in self.depth:
             _require(1 <= depth <= 6, section, "depth", "choices must be in [1, 6]", depth)
         for filters in self.base_filters:
-            _require(1 <= filters <= 256, section, "base_filters", "choices must be in [1, 256]", filters)
+            _require(
+                1 <= filters <= 256,
+                section,
+                "base_filters",
+                "choices must be in [1, 256]",
+                filters,
+            )
         for size in self.batch_size:
             _require(size >= 1, section, "batch_size", "choices must be positive", size)
         if self.crop_size is not None:
@@ -231,7 +337,9 @@ class TuneConfig:
                     f"must be divisible by 2**depth = {2**depth} for every depth choice",
                     self.crop_size,
                 )
-        _require(self.final_epochs >= 1, section, "final_epochs", "must be positive", self.final_epochs)
+        _require(
+            self.final_epochs >= 1, section, "final_epochs", "must be positive", self.final_epochs
+        )
         _require(
             self.final_patches_per_epoch >= 1,
             section,
@@ -261,8 +369,16 @@ class EvaluateConfig:
             )
         for key in ("tv_weights", "nl_means_h", "bm3d_sigma_scale"):
             values = getattr(self, key)
-            _require(len(values) > 0 and all(v > 0 for v in values), section, key, "must list positive numbers", list(values))
-        _require(self.val_patches >= 1, section, "val_patches", "must be positive", self.val_patches)
+            _require(
+                len(values) > 0 and all(v > 0 for v in values),
+                section,
+                key,
+                "must list positive numbers",
+                list(values),
+            )
+        _require(
+            self.val_patches >= 1, section, "val_patches", "must be positive", self.val_patches
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,7 +472,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(item, args[0], key) for item in value)
         if len(value) != len(args):
-            raise ValueError(f"params.yaml: {key} must be a list of {len(args)} values, got {value!r}")
+            raise ValueError(
+                f"params.yaml: {key} must be a list of {len(args)} values, got {value!r}"
+            )
         return tuple(_coerce(item, arg, key) for item, arg in zip(value, args, strict=True))
     if annotation is bool:
         if not isinstance(value, bool):
@@ -389,7 +507,8 @@ def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
     unknown = sorted(set(raw) - fields)
     if unknown:
         raise ValueError(
-            f"params.yaml: unknown key {name}.{unknown[0]}; allowed keys: {', '.join(sorted(fields))}"
+            f"params.yaml: unknown key {name}.{unknown[0]}; "
+            f"allowed keys: {', '.join(sorted(fields))}"
         )
     values = {key: _coerce(value, hints[key], f"{name}.{key}") for key, value in raw.items()}
     config = cls(**values)

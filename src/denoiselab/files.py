@@ -184,5 +184,7 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return sorted(
-        path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
     )

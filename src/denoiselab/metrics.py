@@ -29,12 +29,13 @@ def ssim(clean: np.ndarray, denoised: np.ndarray) -> float:
     )
 
 
-def score_images(
-    clean: dict[str, np.ndarray], denoised: dict[str, np.ndarray]
-) -> dict:
+def score_images(clean: dict[str, np.ndarray], denoised: dict[str, np.ndarray]) -> dict:
     """Mean PSNR/SSIM over images plus the per-image values, as the reports store them."""
     per_image = {
-        name: {"psnr": psnr(clean[name], denoised[name]), "ssim": ssim(clean[name], denoised[name])}
+        name: {
+            "psnr": psnr(clean[name], denoised[name]),
+            "ssim": ssim(clean[name], denoised[name]),
+        }
         for name in sorted(clean)
     }
     return {

@@ -122,7 +122,9 @@ def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> f
     return total / (size * size)
 
 
-def save_model_dir(model: keras.Model, config: ModelConfig, folder: str | Path, extra: dict) -> None:
+def save_model_dir(
+    model: keras.Model, config: ModelConfig, folder: str | Path, extra: dict
+) -> None:
     """Writes ``config.json`` (everything needed to rebuild) and byte-stable weights."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,9 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
     try:
         config = ModelConfig(**info["model_config"])
     except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})") from error
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})"
+        ) from error
     model = build_model(config)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

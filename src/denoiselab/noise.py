@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def add_gaussian_noise(
-    images: np.ndarray, sigma: float, rng: np.random.Generator
-) -> np.ndarray:
+def add_gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Returns ``clip(images + N(0, sigma), 0, 1)`` as float32.
 
     ``images`` is any array in [0, 1] (HWC or NHWC); ``rng`` is a

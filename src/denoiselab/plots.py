@@ -31,9 +31,19 @@ def loss_comparison(histories: dict[str, list[dict]], dpi: int):
     for name, rows in histories.items():
         epochs = [row["epoch"] for row in rows]
         colour = COLOURS.get(name)
-        loss_axis.plot(epochs, [row["loss"] for row in rows], "-", color=colour, label=f"{LABELS[name]} train")
-        loss_axis.plot(epochs, [row["val_loss"] for row in rows], "--", color=colour, label=f"{LABELS[name]} val")
-        psnr_axis.plot(epochs, [row["val_psnr"] for row in rows], "-", color=colour, label=LABELS[name])
+        loss_axis.plot(
+            epochs, [row["loss"] for row in rows], "-", color=colour, label=f"{LABELS[name]} train"
+        )
+        loss_axis.plot(
+            epochs,
+            [row["val_loss"] for row in rows],
+            "--",
+            color=colour,
+            label=f"{LABELS[name]} val",
+        )
+        psnr_axis.plot(
+            epochs, [row["val_psnr"] for row in rows], "-", color=colour, label=LABELS[name]
+        )
     loss_axis.set_yscale("log")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("loss (CAE: BCE; U-Nets: their tuned loss)")
@@ -77,7 +87,10 @@ def sample_comparison(
     names = sorted(clean)[:n_samples]
     all_columns = [*columns, "clean"]
     figure, axes = plt.subplots(
-        len(names), len(all_columns), figsize=(2.6 * len(all_columns), 2.8 * len(names)), squeeze=False
+        len(names),
+        len(all_columns),
+        figsize=(2.6 * len(all_columns), 2.8 * len(names)),
+        squeeze=False,
     )
     for row, image_name in enumerate(names):
         for col, method in enumerate(all_columns):

@@ -7,8 +7,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +17,6 @@ from denoiselab.config import BaseConfig, TrainConfig, to_dict
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ROOT = Path("checkpoints")
-
-
-def stage_main(main: Callable[[], None]) -> None:
-    """Runs a stage's main; a bad param, file or store prints one line and exits 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main()
-    except (ValueError, ConnectionError, training.NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 def load_training_data(prepared: Path, noisy: Path) -> dict:
@@ -99,6 +87,8 @@ def train_tracked(
             log.info("resuming %s from %s (MLflow run %s)", name, backup, resume_run)
         except mlflow.exceptions.MlflowException:
             resume_run = None
+    for stale in tracking.fail_stale_runs(stage, keep=resume_run):
+        log.warning("marked MLflow run %s FAILED: its process is gone", stale)
     with tracking.model_run(name, stage, params, run_id=resume_run) as run:
         run_id_file.write_text(run.info.run_id)
         if extra_tags:
@@ -107,7 +97,9 @@ def train_tracked(
         if initial_weights is not None:
             model.set_weights(initial_weights)
         flops = models.conv_flops_per_pixel(model, channels)
-        mlflow.log_params({"parameters": model.count_params(), "mflops_per_pixel": round(flops / 1e6, 4)})
+        mlflow.log_params(
+            {"parameters": model.count_params(), "mflops_per_pixel": round(flops / 1e6, 4)}
+        )
         dataset = training.make_train_dataset(
             data["clean_train"], data["noisy_train"], config, base.noise_sigma, base.seed
         )

@@ -8,11 +8,14 @@ team server instead.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,12 +66,22 @@ def check_store(uri: str | None = None, timeout: float = 5.0) -> None:
     uri = uri or tracking_uri()
     shown = redact(uri)
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
+        parts = urllib.parse.urlsplit(uri)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        url = urllib.parse.urlunsplit(
+            (parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")
+        )
+        request = urllib.request.Request(url)
+        if parts.username:
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
+            reason = redact(str(getattr(error, "reason", error)))
             raise ConnectionError(
                 f"MLflow tracking server {shown} is unreachable ({reason}); start it, or unset "
                 f"MLFLOW_TRACKING_URI to use the local sqlite store"
@@ -111,8 +124,13 @@ def git_commit() -> str | None:
 
 
 def run_tags(stage: str) -> dict[str, str]:
-    """Tags linking a run to its git commit, DVC stage and DVC experiment."""
-    tags = {"dvc.stage": os.environ.get("DVC_STAGE", stage)}
+    """Tags linking a run to its git commit, DVC stage and DVC experiment, and to the process
+    that owns it (so a crashed run can be told from a live one)."""
+    tags = {
+        "dvc.stage": os.environ.get("DVC_STAGE", stage),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -134,6 +152,10 @@ def model_run(
         if run_id is None:
             mlflow.set_tags(run_tags(stage))
             log_params(params)
+        else:
+            mlflow.set_tags(
+                {"pid": str(os.getpid()), "host": socket.gethostname(), "resumed": "true"}
+            )
         try:
             yield run
         except BaseException as error:
@@ -176,7 +198,9 @@ def log_keras_model(model, channels: int, name: str = "model") -> Any:
     from mlflow.types import Schema, TensorSpec
 
     spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), "noisy")])
-    signature = ModelSignature(inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))]))
+    signature = ModelSignature(
+        inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
+    )
     return mlflow.keras.log_model(model, name=name, signature=signature)
 
 
@@ -197,3 +221,38 @@ def find_run(name: str, run_id: str | None = None):
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_runs(stage: str, keep: str | None = None) -> list[str]:
+    """Marks FAILED the runs of ``stage`` left RUNNING by a process on this host that is gone
+    (a crash or a kill), so no interrupted run looks finished or alive. Returns their ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        return []
+    stale = []
+    host = socket.gethostname()
+    for found in client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500
+    ):
+        tags = found.data.tags
+        if found.info.run_id == keep or tags.get("dvc.stage") != stage or tags.get("host") != host:
+            continue
+        pid = tags.get("pid", "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            client.set_tag(found.info.run_id, "error", "the process running this stage was killed")
+            client.set_terminated(found.info.run_id, status="FAILED")
+            stale.append(found.info.run_id)
+    return stale

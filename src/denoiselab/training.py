@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from denoiselab import files
 from denoiselab.config import TrainConfig
+from denoiselab.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 # Retracing notices when a search builds many models are expected, not actionable.
@@ -28,10 +29,6 @@ LOSSES = {
     "mse": lambda: keras.losses.MeanSquaredError(name="mse"),
     "l1": lambda: keras.losses.MeanAbsoluteError(name="l1"),
 }
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; no model is saved."""
 
 
 def psnr(y_true, y_pred):
@@ -145,7 +142,9 @@ class History(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.path is not None and self.path.is_file():
             restored = getattr(self.model, "_initial_epoch", None) or 0
-            self.rows = [row for row in json.loads(self.path.read_text()) if row["epoch"] <= restored]
+            self.rows = [
+                row for row in json.loads(self.path.read_text()) if row["epoch"] <= restored
+            ]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -176,11 +175,15 @@ def fit(
     """
     compile_model(model, config)
     history = History(
-        backup_dir / "history.json" if backup_dir else None, config.batch_size, config.steps_per_epoch
+        backup_dir / "history.json" if backup_dir else None,
+        config.batch_size,
+        config.steps_per_epoch,
     )
     all_callbacks = []
     if backup_dir is not None:
-        all_callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+        all_callbacks.append(
+            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
+        )
     all_callbacks += [StopOnNonFiniteLoss(), history, *(callbacks or [])]
     noisy_val, clean_val = validation
     model.fit(

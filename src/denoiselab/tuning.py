@@ -14,6 +14,7 @@ import optuna
 
 from denoiselab import models, tracking, training
 from denoiselab.config import BaseConfig, TrainConfig, TuneConfig, to_dict
+from denoiselab.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def run_study(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=tune.n_trials, catch=(training.NonFiniteLossError,))
+    study.optimize(objective, n_trials=tune.n_trials, catch=(NonFiniteLossError,))
     return study, weights
 
 
@@ -143,7 +144,12 @@ def best_summary(study: optuna.Study) -> dict:
         "best_val_psnr": best.value,
         "params": dict(best.params),
         "trials": [
-            {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params}
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                "params": trial.params,
+            }
             for trial in study.trials
         ],
     }

@@ -1,0 +1,250 @@
+"""Denoising with a chosen model: what ``--model`` names, how an image's colour mode and bit
+depth map onto the model's channels, and scoring models on clean images per PROTOCOL.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoiselab import files, inference, metrics, models, noise, registry, tracking
+
+MODEL_NAMES = ("cae", "unet", "unet_tuned")
+DEFAULT_MODEL = registry.CHAMPION
+FALLBACK_MODEL = "unet_tuned"
+MODELS_FOLDER = "models"
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: an MLflow model URI or a local path, and a note for stderr."""
+
+    location: str
+    is_mlflow: bool
+    note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    """A loaded Keras model, its number of 2x poolings and its channels (1 or 3)."""
+
+    model: Any
+    depth: int
+    channels: int
+    location: str
+
+
+def registered_aliases() -> dict[str, str]:
+    """Aliases of the registered model in the MLflow store (alias -> version); empty when there
+    is no store or no registered model yet. Never creates a store."""
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}
+    try:
+        tracking.check_store(uri)
+    except ConnectionError as error:
+        raise ValueError(str(error)) from None
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        return dict(client.get_registered_model(registry.REGISTERED_MODEL).aliases)
+    except mlflow.exceptions.MlflowException:
+        return {}
+
+
+def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
+    """Resolves ``--model``: champion/cae/unet/unet_tuned (registry alias, else the model folder
+    ``dvc repro`` wrote under ``root``), an MLflow model URI, or a path to a saved model."""
+    if spec in (DEFAULT_MODEL, *MODEL_NAMES):
+        if spec in aliases:
+            return ModelSource(f"models:/{registry.REGISTERED_MODEL}@{spec}", is_mlflow=True)
+        folder = root / MODELS_FOLDER / (FALLBACK_MODEL if spec == DEFAULT_MODEL else spec)
+        if not (folder / models.CONFIG_FILE).is_file():
+            raise ValueError(
+                f"no {spec!r} model: the MLflow registry has no alias {spec!r} and {folder} "
+                f"does not exist; run `dvc repro` or pass --model PATH"
+            )
+        note = None
+        if spec == DEFAULT_MODEL:
+            note = (
+                f"no champion in the MLflow model registry yet; "
+                f"using the tuned U-Net from `dvc repro` ({folder})"
+            )
+        return ModelSource(str(folder), is_mlflow=False, note=note)
+    if _URI_SCHEME.match(spec):
+        return ModelSource(spec, is_mlflow=True)
+    path = Path(spec)
+    if (path / "MLmodel").is_file():
+        return ModelSource(str(path), is_mlflow=True)
+    if path.exists():
+        return ModelSource(str(path), is_mlflow=False)
+    raise ValueError(
+        f"--model {spec!r}: not champion, cae, unet, unet_tuned, an existing model path or an "
+        f"MLflow model URI (models:/NAME@ALIAS, runs:/RUN_ID/PATH)"
+    )
+
+
+def load_denoiser(source: ModelSource) -> Denoiser:
+    """Loads the model (Keras safe mode) and reads its depth and channels."""
+    if source.is_mlflow:
+        model = _load_mlflow_model(source.location)
+        depth = models.infer_depth(model)
+    else:
+        model, depth = models.load_any_model(source.location)
+    channels = model.input_shape[-1]
+    if channels not in (1, 3):
+        raise ValueError(f"{source.location}: model takes {channels} channels; expected 1 or 3")
+    return Denoiser(model, depth, channels, source.location)
+
+
+def _load_mlflow_model(uri: str):
+    import mlflow
+    import mlflow.keras
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    with tempfile.TemporaryDirectory(prefix="denoiselab-model-") as scratch:
+        try:
+            return mlflow.keras.load_model(
+                uri, dst_path=scratch, load_model_kwargs={"safe_mode": True, "compile": False}
+            )
+        except mlflow.exceptions.MlflowException as error:
+            raise ValueError(f"{uri}: cannot load the MLflow model ({error.message})") from None
+        except OSError as error:
+            raise ValueError(f"{uri}: cannot load the MLflow model ({error})") from None
+
+
+def tile_margin(depth: int) -> int:
+    """Context pixels kept around each tile so the tiled result equals the untiled one.
+
+    The project's U-Net sees 7 * 2**depth - 5 pixels to each side (two 3x3 convolutions per
+    level on the way down and up, plus the bottleneck's); the margin covers that and is a
+    multiple of 2**depth, so each tile's pooling grid lines up with the whole image's.
+    """
+    multiple = 2**depth
+    default = math.ceil(inference.DEFAULT_MARGIN / multiple) * multiple
+    return max(default, 7 * multiple)
+
+
+def denoise_values(
+    denoiser: Denoiser, image: np.ndarray, tile_size: int = inference.DEFAULT_TILE
+) -> np.ndarray:
+    """Denoises an HWC float32 image in [0, 1] with 1 or 3 channels; returns the same shape.
+
+    A grayscale model denoises each colour channel on its own; a colour model gets a
+    grayscale image repeated to 3 channels and its output converted back with rgb2gray.
+    """
+    multiple = 2**denoiser.depth
+    run = functools.partial(
+        inference.denoise_image,
+        denoiser.model,
+        depth=denoiser.depth,
+        tile_size=math.ceil(tile_size / multiple) * multiple,
+        margin=tile_margin(denoiser.depth),
+    )
+    if denoiser.channels == 1:
+        planes = [run(image[..., [channel]]) for channel in range(image.shape[-1])]
+        return np.concatenate(planes, axis=-1)
+    if image.shape[-1] == 1:
+        from skimage import color
+
+        return color.rgb2gray(run(np.repeat(image, 3, axis=-1))).astype(np.float32)[..., None]
+    return run(image)
+
+
+def denoise_pixels(
+    denoiser: Denoiser, pixels: np.ndarray, tile_size: int = inference.DEFAULT_TILE
+) -> np.ndarray:
+    """Denoises an image file's pixels; returns the same shape and dtype.
+
+    ``pixels`` is HW or HWC with 1-4 channels (gray, gray+alpha, RGB, RGBA), uint8 or uint16.
+    The alpha channel is copied unchanged.
+    """
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
+    planes = pixels if pixels.ndim == 3 else pixels[..., None]
+    if planes.ndim != 3 or planes.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"expected HW or HWC pixels with 1-4 channels, got {pixels.shape}")
+    has_alpha = planes.shape[-1] in (2, 4)
+    colour = planes[..., :-1] if has_alpha else planes
+    denoised = denoise_values(denoiser, files.to_float(colour), tile_size)
+    scale = np.iinfo(pixels.dtype).max
+    result = np.round(np.clip(denoised, 0.0, 1.0) * scale).astype(pixels.dtype)
+    if has_alpha:
+        result = np.concatenate([result, planes[..., -1:]], axis=-1)
+    return result.reshape(pixels.shape)
+
+
+def default_evaluation_models(root: Path, aliases: dict[str, str]) -> list[str]:
+    """The champion when the registry has one, else each of cae/unet/unet_tuned that exists."""
+    if DEFAULT_MODEL in aliases:
+        return [DEFAULT_MODEL]
+    found = [
+        name
+        for name in MODEL_NAMES
+        if name in aliases or (root / MODELS_FOLDER / name / models.CONFIG_FILE).is_file()
+    ]
+    if not found:
+        raise ValueError(
+            "no models to evaluate: no champion in the MLflow registry and no folder "
+            f"{root / MODELS_FOLDER}/{{cae,unet,unet_tuned}}; run `dvc repro` or pass --models"
+        )
+    return found
+
+
+def score_models(
+    clean: dict[str, np.ndarray],
+    denoisers: dict[str, Denoiser],
+    sigma: float,
+    seed: int,
+    tile_size: int = inference.DEFAULT_TILE,
+) -> dict[str, dict]:
+    """PSNR/SSIM of each model on noisy copies of clean images, per PROTOCOL.md.
+
+    ``clean`` maps names to HW/HWC float images in [0, 1]. Each model sees them converted to
+    its channels (rgb2gray, alpha dropped) with noise from ``default_rng(seed)`` per image.
+    Returns ``{"noisy": scores, model: scores, ...}`` (mean and per image), with one noisy row
+    per channel count when the models differ.
+    """
+    results = {}
+    channel_counts = sorted({denoiser.channels for denoiser in denoisers.values()})
+    for channels in channel_counts:
+        converted = {name: files.to_channels(image, channels) for name, image in clean.items()}
+        noisy = noise.noisy_test_images(converted, sigma, seed)
+        label = "noisy" if len(channel_counts) == 1 else f"noisy ({channels} channels)"
+        results[label] = metrics.score_images(converted, noisy)
+        for name, denoiser in denoisers.items():
+            if denoiser.channels == channels:
+                denoised = {
+                    image_name: denoise_values(denoiser, image, tile_size)
+                    for image_name, image in noisy.items()
+                }
+                results[name] = metrics.score_images(converted, denoised)
+    return results
+
+
+def format_scores(results: dict[str, dict]) -> str:
+    """A text table: one row per image and a mean row, one "PSNR / SSIM" column per method."""
+    methods = list(results)
+    images = list(next(iter(results.values()))["per_image"])
+    rows = [["image", *methods]]
+    for image in images:
+        rows.append([image, *(_cell(results[method]["per_image"][image]) for method in methods)])
+    rows.append(["mean", *(_cell(results[method]) for method in methods)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n\nPSNR in dB / SSIM"
+
+
+def _cell(scores: dict) -> str:
+    return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}"

@@ -1,0 +1,222 @@
+"""Image files for ``denoiselab denoise``: read PNG/JPEG/TIFF/BMP keeping colour mode and bit
+depth, plan where each output goes, write PNG back in the same mode and depth.
+
+Pixels travel as the file's own integers: HW (grayscale) or HWC with 2 (grayscale + alpha),
+3 (RGB) or 4 (RGBA) channels, dtype uint8 or uint16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from denoiselab import files
+
+ORIENTATION_TAG = 0x0112
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+# Pillow has no 16-bit colour mode: it decodes these PNGs to 8 bits by keeping each sample's
+# high byte. The little-endian unpacker of the same width keeps the low byte instead, and
+# because both read the same bytes per pixel, Pillow's PNG unfiltering stays correct.
+PNG_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+PNG_GRAY_ALPHA_16 = "LA;16B"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImage:
+    """An image file's pixels (HW or HWC, uint8 or uint16) and the metadata a PNG can carry."""
+
+    pixels: np.ndarray
+    icc_profile: bytes | None = None
+    orientation: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One input file and the PNG its denoised copy goes to."""
+
+    source: Path
+    target: Path
+
+
+def read_image(path: str | Path) -> DecodedImage:
+    """Decodes an image file at its own bit depth, 16-bit colour PNG and TIFF included.
+
+    Raises files.ImageReadError, naming the file, for anything that is not a readable image.
+    """
+    path = Path(path)
+    pixels = files.read_image_raw(path)
+    try:
+        with Image.open(path) as image:
+            icc_profile = image.info.get("icc_profile") or None
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            wide = _read_16bit_colour(path, image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise files.ImageReadError(f"{path}: cannot decode image ({error})") from error
+    if wide is not None:
+        if wide.shape[:2] != pixels.shape[:2]:
+            raise files.ImageReadError(f"{path}: 16-bit decode disagrees with the 8-bit one")
+        pixels = wide
+    if orientation not in range(1, 9):
+        orientation = 1
+    return DecodedImage(pixels, icc_profile, int(orientation))
+
+
+def _read_16bit_colour(path: Path, image: Image.Image) -> np.ndarray | None:
+    """The 16-bit samples of a colour or grayscale+alpha PNG/TIFF that Pillow reads as 8 bits."""
+    if image.format == "PNG" and image.tile:
+        rawmode = _rawmode(image.tile[0])
+        if rawmode in PNG_LOW_BYTE_RAWMODES:
+            high = _decode_png_as(path, rawmode)
+            low = _decode_png_as(path, PNG_LOW_BYTE_RAWMODES[rawmode])
+            return (high.astype(np.uint16) << 8) | low
+        if rawmode == PNG_GRAY_ALPHA_16:
+            # Four bytes per pixel, so 8-bit RGBA unfilters it correctly and hands back the
+            # bytes in file order: gray high, gray low, alpha high, alpha low.
+            pixel_bytes = _decode_png_as(path, "RGBA").astype(np.uint16)
+            return (pixel_bytes[..., 0::2] << 8) | pixel_bytes[..., 1::2]
+    if image.format == "TIFF" and image.mode != "I;16":
+        bits = image.tag_v2.get(258)
+        if isinstance(bits, tuple) and len(bits) in (2, 3, 4) and max(bits) == 16:
+            return _read_tiff_16bit(path)
+    return None
+
+
+def _rawmode(tile) -> str:
+    return tile.args[0] if isinstance(tile.args, tuple) else tile.args
+
+
+def _decode_png_as(path: Path, rawmode: str) -> np.ndarray:
+    with Image.open(path) as image:
+        image.tile = [tile._replace(args=rawmode) for tile in image.tile]
+        image.load()
+        return np.asarray(image)
+
+
+def _read_tiff_16bit(path: Path) -> np.ndarray | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages.first
+        if page.dtype != np.uint16 or page.photometric not in (
+            tifffile.PHOTOMETRIC.RGB,
+            tifffile.PHOTOMETRIC.MINISBLACK,
+        ):
+            return None
+        array = page.asarray()
+        if page.axes.startswith("S"):
+            array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3 or array.shape[-1] not in (2, 3, 4):
+        return None
+    return np.ascontiguousarray(array)
+
+
+def plan_jobs(inputs: list[str | Path], output_dir: str | Path) -> tuple[list[Job], list[str]]:
+    """Expands files and folders into (input, OUTDIR/<stem>.png) jobs.
+
+    Returns the jobs and one message per input that cannot be done: a missing path, an empty
+    folder, an output that would overwrite an input file or one another job writes.
+    """
+    sources, problems = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = files.list_images(path)
+            if not found:
+                problems.append(f"{path}: folder holds no PNG, JPEG, TIFF or BMP images")
+            sources.extend(found)
+        elif path.is_file():
+            sources.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    unique_sources: dict[Path, Path] = {}
+    for source in sources:
+        unique_sources.setdefault(source.resolve(), source)
+    jobs, claimed = [], {}
+    for source in unique_sources.values():
+        target = Path(output_dir) / f"{source.stem}.png"
+        resolved_target = target.resolve()
+        if resolved_target in unique_sources:
+            problems.append(
+                f"{source}: output {target} is an input file; refusing to overwrite it "
+                f"(choose another output folder)"
+            )
+        elif resolved_target in claimed:
+            problems.append(
+                f"{source}: output {target} would also be written for {claimed[resolved_target]}"
+                f"; rename one of them or denoise them into different folders"
+            )
+        else:
+            claimed[resolved_target] = source
+            jobs.append(Job(source, target))
+    return jobs, problems
+
+
+def write_png(path: str | Path, image: DecodedImage) -> None:
+    """Writes pixels as PNG at their own bit depth and channels, atomically, with the input's
+    ICC profile and EXIF orientation so viewers show it as they showed the input."""
+    pixels = image.pixels
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG output needs uint8 or uint16 pixels, got {pixels.dtype}")
+    with files.atomic_path(path) as temporary:
+        if pixels.dtype == np.uint16 and pixels.ndim == 3:
+            exif = _exif_bytes(image.orientation)
+            temporary.write_bytes(encode_png16(pixels, image.icc_profile, exif))
+        else:
+            extra = {}
+            if image.icc_profile:
+                extra["icc_profile"] = image.icc_profile
+            if image.orientation != 1:
+                extra["exif"] = _exif(image.orientation)
+            Image.fromarray(pixels).save(temporary, format="PNG", **extra)
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    return exif
+
+
+def _exif_bytes(orientation: int) -> bytes | None:
+    if orientation == 1:
+        return None
+    # PNG's eXIf chunk holds the TIFF structure without JPEG's "Exif\0\0" prefix.
+    return _exif(orientation).tobytes().removeprefix(b"Exif\x00\x00")
+
+
+def encode_png16(
+    pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None
+) -> bytes:
+    """A 16-bit PNG file of HWC uint16 pixels with 1-4 channels (gray, gray+alpha, RGB, RGBA).
+
+    Pillow cannot write 16-bit colour, so this writes the few chunks PNG needs itself; each
+    row uses PNG's Sub filter (difference to the pixel on the left), which compresses photos.
+    """
+    if pixels.ndim != 3 or pixels.shape[-1] not in PNG_COLOUR_TYPES:
+        raise ValueError(f"expected HWC pixels with 1-4 channels, got shape {pixels.shape}")
+    height, width, channels = pixels.shape
+    rows = pixels.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    bytes_per_pixel = 2 * channels
+    filtered = rows.copy()
+    filtered[:, bytes_per_pixel:] -= rows[:, :-bytes_per_pixel]
+    scanlines = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    chunks = [(b"IHDR", header)]
+    if icc_profile:
+        chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        chunks.append((b"eXIf", exif))
+    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
+    return PNG_SIGNATURE + b"".join(_png_chunk(kind, data) for kind, data in chunks)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    checksum = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)

@@ -1,0 +1,496 @@
+"""`denoiselab denoise` and `denoiselab evaluate` as a user runs them, with tiny models.
+
+Most tests use a "shift" model: a residual U-Net whose weights are all zero except the bias
+of its noise layer, so it returns ``clip(input - shift)``. Every output pixel is then known
+exactly, which shows whether each channel, bit depth and alpha made the round trip.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from denoiselab import cli, denoise, files, images, inference, models, registry, tracking
+from denoiselab.config import ModelConfig
+
+SHIFT = 0.2  # 51 of 255 and 13107 of 65535: the shifted pixels stay integers.
+RGB_SHIFTS = (0.1, 0.2, 0.3)
+RGB2GRAY = np.array([0.2125, 0.7154, 0.0721])
+
+
+def shift_model(shifts: tuple[float, ...], depth: int = 2) -> tuple[keras.Model, ModelConfig]:
+    config = ModelConfig(model="unet", base_filters=2, depth=depth, channels=len(shifts))
+    model = models.build_model(config)
+    for layer in model.layers:
+        layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+    kernel, _ = model.get_layer("noise").get_weights()
+    model.get_layer("noise").set_weights([kernel, np.array(shifts, np.float32)])
+    return model, config
+
+
+def save_shift_model(folder: Path, shifts: tuple[float, ...]) -> Path:
+    model, config = shift_model(shifts)
+    models.save_model_dir(model, config, folder, {})
+    return folder
+
+
+def register_champion(model: keras.Model, channels: int, store: Path) -> None:
+    """Logs ``model`` to the MLflow store in MLFLOW_TRACKING_URI and crowns it champion."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    experiment_id = mlflow.create_experiment(
+        "test", artifact_location=(store / "artifacts").as_uri()
+    )
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = tracking.log_keras_model(model, channels)
+    version = mlflow.register_model(info.model_uri, registry.REGISTERED_MODEL)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(registry.REGISTERED_MODEL, "champion", version.version)
+
+
+def paeth(left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray:
+    estimate = left + up - up_left
+    distances = [np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - up_left)]
+    return np.where(
+        (distances[0] <= distances[1]) & (distances[0] <= distances[2]),
+        left,
+        np.where(distances[1] <= distances[2], up, up_left),
+    )
+
+
+def filtered_scanlines(pixels: np.ndarray) -> bytes:
+    """PNG scanlines of HWC uint16 pixels, cycling through all five PNG filter types."""
+    height, width, channels = pixels.shape
+    rows = pixels.astype(">u2").reshape(height, -1).view(np.uint8).astype(np.int64)
+    step = 2 * channels
+    previous = np.zeros(rows.shape[1], np.int64)
+    out = b""
+    for index, row in enumerate(rows):
+        left = np.concatenate([np.zeros(step, np.int64), row[:-step]])
+        up_left = np.concatenate([np.zeros(step, np.int64), previous[:-step]])
+        kind = index % 5
+        predictions = [0 * row, left, previous, (left + previous) // 2, paeth(left, previous, up_left)]
+        out += bytes([kind]) + ((row - predictions[kind]) % 256).astype(np.uint8).tobytes()
+        previous = row
+    return out
+
+
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def png16_bytes(pixels: np.ndarray, interlaced: bool = False) -> bytes:
+    """A 16-bit PNG written independently of denoiselab (every filter type, optional Adam7)."""
+    height, width, channels = pixels.shape
+    if interlaced:
+        passes = [pixels[top::dy, left::dx] for left, top, dx, dy in ADAM7]
+        data = b"".join(filtered_scanlines(part) for part in passes if part.size)
+    else:
+        data = filtered_scanlines(pixels)
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, int(interlaced))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(data))
+        + chunk(b"IEND", b"")
+    )
+
+
+def decode_png16(path: Path) -> np.ndarray:
+    """Reads a non-interlaced 16-bit PNG with plain zlib, undoing any of the five filters."""
+    data = path.read_bytes()
+    position, idat, header = 8, b"", None
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        position += 12 + length
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", header[:10])
+    assert bit_depth == 16
+    channels = {0: 1, 4: 2, 2: 3, 6: 4}[colour_type]
+    step, stride = 2 * channels, 2 * channels * width
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, stride + 1)
+    rows = np.zeros((height, stride), np.int64)
+    previous = np.zeros(stride, np.int64)
+    for index in range(height):
+        kind, row = raw[index, 0], raw[index, 1:].astype(np.int64)
+        for column in range(stride):
+            left = rows[index, column - step] if column >= step else 0
+            up_left = previous[column - step] if column >= step else 0
+            up = previous[column]
+            prediction = [0, left, up, (left + up) // 2, int(paeth(*map(np.array, (left, up, up_left))))][kind]
+            rows[index, column] = (row[column] + prediction) % 256
+        previous = rows[index]
+    return rows.astype(np.uint8).view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A DVC repository root in tmp_path with an empty MLflow store location; no registry."""
+    import mlflow
+
+    root = tmp_path / "repo"
+    (root / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    (tmp_path / "store").mkdir()
+    yield root
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def gray_shift_dir(tmp_path_factory) -> Path:
+    return save_shift_model(tmp_path_factory.mktemp("models") / "gray_shift", (SHIFT,))
+
+
+@pytest.fixture(scope="module")
+def rgb_shift_dir(tmp_path_factory) -> Path:
+    return save_shift_model(tmp_path_factory.mktemp("models") / "rgb_shift", RGB_SHIFTS)
+
+
+def run_cli(*args: str | Path) -> int:
+    return cli.main([str(arg) for arg in args])
+
+
+def shifted(pixels: np.ndarray, shifts) -> np.ndarray:
+    scale = np.iinfo(pixels.dtype).max
+    return np.clip(pixels.astype(np.float64) - np.asarray(shifts) * scale, 0, scale)
+
+
+def write_input(path: Path, mode: str, bits: int, shape: tuple[int, int], seed: int = 0):
+    """Writes a random image file; returns the pixels a reader should get back."""
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    dtype = np.uint8 if bits == 8 else np.uint16
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, np.iinfo(dtype).max, (*shape, channels), endpoint=True).astype(dtype)
+    if channels == 1:
+        pixels = pixels[..., 0]
+    suffix = path.suffix
+    if bits == 16 and channels > 1 and suffix == ".png":
+        path.write_bytes(png16_bytes(pixels, interlaced=path.stem.endswith("interlaced")))
+    elif bits == 16 and suffix == ".tif":
+        tifffile.imwrite(path, pixels, photometric="minisblack" if channels == 1 else "rgb")
+    else:
+        Image.fromarray(pixels).save(path)
+    if suffix == ".jpg":
+        return np.asarray(Image.open(path))
+    return pixels
+
+
+def read_output(path: Path) -> tuple[str, np.ndarray]:
+    with Image.open(path) as image:
+        mode = image.mode
+        pixels = np.asarray(image)
+    if mode in ("RGB", "RGBA", "LA") and path.read_bytes()[24] == 16:
+        pixels = decode_png16(path)
+    return mode, pixels
+
+
+CASES = [
+    ("png", "L", 8), ("png", "LA", 8), ("png", "RGB", 8), ("png", "RGBA", 8),
+    ("png", "L", 16), ("png", "LA", 16), ("png", "RGB", 16), ("png", "RGBA", 16),
+    ("jpg", "L", 8), ("jpg", "RGB", 8),
+    ("tif", "L", 8), ("tif", "RGB", 8), ("tif", "RGBA", 8),
+    ("tif", "L", 16), ("tif", "RGB", 16), ("tif", "RGBA", 16),
+    ("bmp", "L", 8), ("bmp", "RGB", 8), ("bmp", "RGBA", 8),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("suffix", "mode", "bits"), CASES)
+def test_output_keeps_mode_and_bit_depth(repo, gray_shift_dir, suffix, mode, bits):
+    source = repo / f"photo.{suffix}"
+    pixels = write_input(source, mode, bits, (13, 21))
+    assert run_cli("denoise", source, "-o", repo / "out", "--model", gray_shift_dir) == 0
+    out_mode, denoised = read_output(repo / "out" / "photo.png")
+    assert out_mode == Image.open(source).mode
+    assert (repo / "out" / "photo.png").read_bytes()[24] == bits  # IHDR bit depth
+    assert denoised.shape == pixels.shape
+    assert denoised.dtype == pixels.dtype
+    planes, expected = denoised.reshape(13, 21, -1), pixels.reshape(13, 21, -1).copy()
+    colour = expected.shape[-1] - (expected.shape[-1] in (2, 4))
+    expected[..., :colour] = shifted(expected[..., :colour], SHIFT)
+    np.testing.assert_allclose(planes, expected, atol=1)
+
+
+def test_png16_reader_handles_interlacing(repo, gray_shift_dir):
+    source = repo / "photo_interlaced.png"
+    pixels = write_input(source, "RGB", 16, (19, 11))
+    assert np.array_equal(images.read_image(source).pixels, pixels)
+    assert run_cli("denoise", source, "-o", repo / "out", "--model", gray_shift_dir) == 0
+    np.testing.assert_allclose(decode_png16(repo / "out" / "photo_interlaced.png"),
+                               shifted(pixels, SHIFT), atol=1)  # fmt: skip
+
+
+def test_colour_model_gets_gray_repeated_and_converted_back(repo, rgb_shift_dir):
+    source = repo / "gray.png"
+    pixels = write_input(source, "L", 8, (9, 10))
+    assert run_cli("denoise", source, "-o", repo / "out", "--model", rgb_shift_dir) == 0
+    mode, denoised = read_output(repo / "out" / "gray.png")
+    assert mode == "L"
+    np.testing.assert_allclose(denoised, shifted(pixels, RGB_SHIFTS @ RGB2GRAY), atol=1)
+
+
+def test_colour_model_keeps_channel_order(repo, rgb_shift_dir):
+    source = repo / "colour.png"
+    pixels = write_input(source, "RGB", 8, (9, 10))
+    assert run_cli("denoise", source, "-o", repo / "out", "--model", rgb_shift_dir) == 0
+    np.testing.assert_allclose(read_output(repo / "out" / "colour.png")[1],
+                               shifted(pixels, RGB_SHIFTS), atol=1)  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 2), (1, 40), (17, 31)])
+def test_odd_and_tiny_sizes(repo, gray_shift_dir, shape):
+    source = repo / "small.png"
+    pixels = write_input(source, "RGB", 8, shape)
+    assert run_cli("denoise", source, "-o", repo / "out", "--model", gray_shift_dir) == 0
+    np.testing.assert_allclose(read_output(repo / "out" / "small.png")[1],
+                               shifted(pixels, SHIFT), atol=1)  # fmt: skip
+
+
+def test_large_image_tiles_without_seams(repo):
+    keras.utils.set_random_seed(1)
+    config = ModelConfig(model="unet", base_filters=4, depth=3)
+    model = models.build_model(config)
+    models.save_model_dir(model, config, repo / "random_unet", {})
+    rows, columns = np.mgrid[0:900, 0:1300]
+    clean = 0.5 + 0.4 * np.sin(rows / 37.0) * np.cos(columns / 23.0)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    pixels = np.round(noisy * 65535).astype(np.uint16)
+    Image.fromarray(pixels).save(repo / "large.png")
+
+    assert run_cli("denoise", repo / "large.png", "-o", repo / "out", "--model", repo / "random_unet") == 0
+
+    whole = inference.denoise_image(model, files.to_float(pixels)[..., None], 3, tile_size=4096)
+    expected = np.round(whole[..., 0] * 65535)
+    tiled = np.asarray(Image.open(repo / "out" / "large.png")).astype(np.float64)
+    assert tiled.shape == (900, 1300)
+    assert np.abs(tiled - expected).max() <= 2  # of 65535: no seam at the tile borders
+    assert np.abs(tiled - pixels).mean() > 100  # and the model did change the image
+
+
+def test_twelve_megapixel_photo_is_processed_in_bounded_tiles():
+    seen_shapes = []
+
+    def identity_model(batch, training=False):
+        seen_shapes.append(batch.shape)
+        return batch
+
+    denoiser = denoise.Denoiser(identity_model, depth=3, channels=1, location="identity")
+    pixels = np.random.default_rng(0).integers(0, 256, (3000, 4000), dtype=np.uint8)
+    result = denoise.denoise_pixels(denoiser, pixels)
+    assert np.array_equal(result, pixels)
+    largest = inference.DEFAULT_TILE + 2 * denoise.tile_margin(3)
+    assert len(seen_shapes) > 1
+    assert max(max(shape[1:3]) for shape in seen_shapes) <= largest
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
+def test_tile_margin_covers_the_unet_and_aligns_with_pooling(depth):
+    margin = denoise.tile_margin(depth)
+    assert margin % 2**depth == 0
+    assert margin >= 7 * 2**depth - 5
+
+
+def test_unreadable_files_are_named_and_others_still_written(repo, gray_shift_dir, capsys):
+    folder = repo / "in"
+    folder.mkdir()
+    write_input(folder / "good.png", "L", 8, (8, 8))
+    write_input(folder / "other.jpg", "RGB", 8, (8, 8))
+    (folder / "truncated.png").write_bytes((folder / "good.png").read_bytes()[:50])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.tif").write_text("not an image at all\n")
+    bomb_header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + bomb_header) & 0xFFFFFFFF)
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + bomb_header + crc)
+    text_file = repo / "readme.txt"
+    text_file.write_text("hello\n")
+
+    status = run_cli("denoise", folder, text_file, "-o", repo / "out", "--model", gray_shift_dir)
+
+    assert status == 1
+    assert sorted(path.name for path in (repo / "out").iterdir()) == ["good.png", "other.png"]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 5
+    for name, reason in [
+        ("truncated.png", "truncated"),
+        ("empty.png", "empty"),
+        ("notes.tif", "not an image"),
+        ("bomb.png", "decompression bomb"),
+        ("readme.txt", "not an image"),
+    ]:
+        assert any(name in line and reason in line for line in errors), (name, errors)
+
+
+def test_missing_input_is_reported(repo, gray_shift_dir, capsys):
+    write_input(repo / "real.png", "L", 8, (8, 8))
+    status = run_cli("denoise", repo / "real.png", repo / "nope.png", "-o", repo / "out",
+                     "--model", gray_shift_dir)  # fmt: skip
+    assert status == 1
+    assert (repo / "out" / "real.png").is_file()
+    assert "nope.png: no such file" in capsys.readouterr().err
+
+
+def test_inputs_are_never_overwritten(repo, gray_shift_dir, capsys):
+    folder = repo / "photos"
+    folder.mkdir()
+    write_input(folder / "a.png", "L", 8, (8, 8))
+    write_input(folder / "b.jpg", "L", 8, (8, 8))
+    original = (folder / "a.png").read_bytes()
+
+    status = run_cli("denoise", folder, "-o", folder, "--model", gray_shift_dir)
+
+    assert status == 1
+    assert (folder / "a.png").read_bytes() == original
+    assert (folder / "b.png").is_file()
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_two_inputs_with_one_output_name_are_not_both_written(repo, gray_shift_dir, capsys):
+    write_input(repo / "x.png", "L", 8, (8, 8), seed=1)
+    write_input(repo / "x.tif", "L", 8, (8, 8), seed=2)
+    status = run_cli("denoise", repo / "x.png", repo / "x.tif", "-o", repo / "out",
+                     "--model", gray_shift_dir)  # fmt: skip
+    assert status == 1
+    expected = shifted(np.asarray(Image.open(repo / "x.png")), SHIFT)
+    np.testing.assert_allclose(np.asarray(Image.open(repo / "out" / "x.png")), expected, atol=1)
+    assert "x.tif" in capsys.readouterr().err
+
+
+def test_progress_bar_only_for_several_files(repo, gray_shift_dir, capsys):
+    for name in ("one", "two", "three"):
+        write_input(repo / f"{name}.png", "L", 8, (8, 8))
+    assert run_cli("denoise", repo / "one.png", "-o", repo / "out", "--model", gray_shift_dir) == 0
+    assert "1/1" not in capsys.readouterr().err
+    inputs = [repo / f"{name}.png" for name in ("one", "two", "three")]
+    assert run_cli("denoise", *inputs, "-o", repo / "out", "--model", gray_shift_dir) == 0
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_orientation_and_colour_profile_are_carried(repo, gray_shift_dir):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[images.ORIENTATION_TAG] = 6
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(repo / "phone.jpg", exif=exif, icc_profile=profile)
+    assert run_cli("denoise", repo / "phone.jpg", "-o", repo / "out", "--model", gray_shift_dir) == 0
+    with Image.open(repo / "out" / "phone.png") as output:
+        assert output.size == (16, 10)
+        assert output.getexif().get(images.ORIENTATION_TAG) == 6
+        assert output.info.get("icc_profile") == profile
+
+
+def test_champion_alias_in_registry_is_the_default(repo, gray_shift_dir, capsys):
+    save_shift_model(repo / "models" / "unet_tuned", (0.4,))
+    save_shift_model(repo / "models" / "unet", (0.6,))
+    champion, _ = shift_model((SHIFT,))
+    register_champion(champion, 1, repo.parent / "store")
+    pixels = write_input(repo / "in.png", "L", 8, (8, 8))
+
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "default") == 0
+    np.testing.assert_allclose(np.asarray(Image.open(repo / "default" / "in.png")),
+                               shifted(pixels, SHIFT), atol=1)  # fmt: skip
+    assert "no champion" not in capsys.readouterr().err
+
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "uri",
+                   "--model", "models:/denoiselab@champion") == 0  # fmt: skip
+    np.testing.assert_allclose(np.asarray(Image.open(repo / "uri" / "in.png")),
+                               shifted(pixels, SHIFT), atol=1)  # fmt: skip
+
+    # The registry has no `unet` alias, so `--model unet` is the folder dvc repro wrote.
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "unet", "--model", "unet") == 0
+    np.testing.assert_allclose(np.asarray(Image.open(repo / "unet" / "in.png")),
+                               shifted(pixels, 0.6), atol=1)  # fmt: skip
+
+
+def test_without_registry_falls_back_to_tuned_unet_and_says_so(repo, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the default store: repo/mlflow.db, not there
+    save_shift_model(repo / "models" / "unet_tuned", (SHIFT,))
+    pixels = write_input(repo / "in.png", "L", 8, (8, 8))
+
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "out") == 0
+
+    np.testing.assert_allclose(np.asarray(Image.open(repo / "out" / "in.png")),
+                               shifted(pixels, SHIFT), atol=1)  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert "no champion" in lines[0] and "unet_tuned" in lines[0]
+    assert not (repo / "mlflow.db").exists()
+
+
+def test_no_model_anywhere_is_an_actionable_error(repo, capsys):
+    write_input(repo / "in.png", "L", 8, (8, 8))
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "out") == 2
+    assert "dvc repro" in capsys.readouterr().err
+    assert not (repo / "out").exists()
+
+
+def test_unknown_model_spec_is_an_actionable_error(repo, capsys):
+    write_input(repo / "in.png", "L", 8, (8, 8))
+    assert run_cli("denoise", repo / "in.png", "-o", repo / "out", "--model", "bogus") == 2
+    assert "models:/NAME@ALIAS" in capsys.readouterr().err
+
+
+def test_help_explains_colour_handling(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("denoise", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "grayscale model denoises each colour channel" in help_text
+    assert "alpha" in help_text and "16-bit" in help_text
+
+
+def test_profile_args_still_works(capsys):
+    profile = Path(__file__).resolve().parents[1] / "profiles" / "smoke.yaml"
+    if not profile.is_file():
+        pytest.skip("profiles/smoke.yaml is not in this checkout")
+    assert run_cli("profile-args", profile) == 0
+    assert "-S" in capsys.readouterr().out
+
+
+def test_evaluate_follows_protocol(repo, capsys):
+    identity, config = shift_model((0.0,))
+    models.save_model_dir(identity, config, repo / "models" / "unet_tuned", {})
+    clean_folder = repo / "clean"
+    clean_folder.mkdir()
+    rows, columns = np.mgrid[0:24, 0:32]
+    gray = np.round(255 * (0.5 + 0.3 * np.sin(rows / 4) * np.cos(columns / 5))).astype(np.uint8)
+    Image.fromarray(gray).save(clean_folder / "wave.png")
+    colour = np.stack([gray, gray[::-1], 255 - gray], axis=-1)
+    Image.fromarray(colour).save(clean_folder / "colour.png")
+
+    status = run_cli("evaluate", "--images", clean_folder, "--models", "unet_tuned",
+                     "--json", repo / "scores.json")  # fmt: skip
+
+    assert status == 0
+    report = files.read_json(repo / "scores.json")
+    scores = report["scores"]
+    clean = files.to_channels(files.to_float(colour), 1)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    expected_psnr = 10 * np.log10(1 / np.mean((noisy.astype(np.float32) - clean) ** 2))
+    assert scores["noisy"]["per_image"]["colour.png"]["psnr"] == pytest.approx(expected_psnr, abs=1e-3)
+    # An identity model's denoised image is the noisy one: its scores are the noisy floor.
+    for name in ("wave.png", "colour.png"):
+        assert scores["unet_tuned"]["per_image"][name] == pytest.approx(scores["noisy"]["per_image"][name], abs=1e-3)
+    table = capsys.readouterr().out
+    assert "wave.png" in table and "mean" in table and "unet_tuned" in table
+
+    assert run_cli("evaluate", "--images", clean_folder, "--models", "unet_tuned", "--seed", "1",
+                   "--json", repo / "seed1.json") == 0  # fmt: skip
+    other = files.read_json(repo / "seed1.json")["scores"]
+    assert other["noisy"]["psnr"] != pytest.approx(scores["noisy"]["psnr"], abs=1e-6)
