@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -14,17 +15,19 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-{config.precision}"
 )
 def test_output_shape_equals_input_shape_for_any_size(config):
     model = models.build_model(config)
     for size in ((16, 16), (32, 48)):
         batch = np.random.default_rng(0).random((2, *size, config.channels)).astype(np.float32)
-        assert model(batch).shape == batch.shape
+        output = model(batch)
+        assert output.shape == batch.shape
+        assert keras.backend.standardize_dtype(output.dtype) == "float32"
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-{config.precision}"
 )
 def test_model_saves_and_loads_with_its_config(config, tmp_path):
     model = models.build_model(config)

@@ -19,6 +19,7 @@ MODEL_NAMES = ("cae", "unet")
 LOSS_NAMES = ("bce", "mse", "l1")
 LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +136,16 @@ class ModelConfig:
     residual: bool = True
     batch_norm: bool = False
     channels: int = 1
+    precision: str = "float32"
 
     def validate(self, section: str) -> None:
+        _require(
+            self.precision in PRECISIONS,
+            section,
+            "precision",
+            f"must be one of {list(PRECISIONS)}",
+            self.precision,
+        )
         _require(
             self.model in MODEL_NAMES,
             section,
@@ -172,9 +181,17 @@ class TrainConfig:
     fresh_noise: bool = True
     augment: bool = True
     jit_compile: bool = False
+    precision: str = "float32"
     distribution: str = "none"
 
     def validate(self, section: str) -> None:
+        _require(
+            self.precision in PRECISIONS,
+            section,
+            "precision",
+            f"must be one of {list(PRECISIONS)}",
+            self.precision,
+        )
         _require(
             self.model in MODEL_NAMES,
             section,
@@ -258,6 +275,7 @@ class TrainConfig:
             residual=self.residual,
             batch_norm=self.batch_norm,
             channels=channels,
+            precision=self.precision,
         )
 
 
@@ -279,8 +297,16 @@ class TuneConfig:
     storage: str | None = None
     study_name: str = "unet_tune"
     jit_compile: bool = False
+    precision: str = "float32"
 
     def validate(self, section: str) -> None:
+        _require(
+            self.precision in PRECISIONS,
+            section,
+            "precision",
+            f"must be one of {list(PRECISIONS)}",
+            self.precision,
+        )
         _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
         _require(
             self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs

@@ -124,13 +124,14 @@ def _load_mlflow_model(uri: str):
 def tile_margin(depth: int) -> int:
     """Context pixels kept around each tile so the tiled result equals the untiled one.
 
-    The project's U-Net sees 7 * 2**depth - 5 pixels to each side (two 3x3 convolutions per
-    level on the way down and up, plus the bottleneck's); the margin covers that and is a
-    multiple of 2**depth, so each tile's pooling grid lines up with the whole image's.
+    The project's U-Net sees 13 * 2**depth - 8 pixels across (two 3x3 convolutions and a 2x2
+    pooling per level down, two convolutions per level up, two at the bottleneck; the CAE sees
+    less): half of that on each side. The margin covers it and is a multiple of 2**depth, so
+    each tile's pooling grid lines up with the whole image's. Depth 3 needs 48.
     """
     multiple = 2**depth
-    default = math.ceil(inference.DEFAULT_MARGIN / multiple) * multiple
-    return max(default, 7 * multiple)
+    radius = math.ceil((13 * multiple - 8) / 2)
+    return math.ceil(max(radius, inference.DEFAULT_MARGIN) / multiple) * multiple
 
 
 def denoise_values(

@@ -53,9 +53,10 @@ def read_image(path: str | Path) -> DecodedImage:
     pixels = files.read_image_raw(path)
     try:
         with Image.open(path) as image:
+            # Reading the EXIF of a PNG decodes it, so look at its encoding before.
+            wide = _read_16bit_colour(path, image)
             icc_profile = image.info.get("icc_profile") or None
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            wide = _read_16bit_colour(path, image)
     except (OSError, SyntaxError, ValueError) as error:
         raise files.ImageReadError(f"{path}: cannot decode image ({error})") from error
     if wide is not None:

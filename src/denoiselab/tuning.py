@@ -43,6 +43,7 @@ def trial_config(trial: optuna.Trial, tune: TuneConfig) -> TrainConfig:
         fresh_noise=True,
         augment=True,
         jit_compile=tune.jit_compile,
+        precision=tune.precision,
     )
 
 
@@ -63,6 +64,7 @@ def final_config(best_params: dict, tune: TuneConfig) -> TrainConfig:
         fresh_noise=True,
         augment=True,
         jit_compile=tune.jit_compile,
+        precision=tune.precision,
     )
 
 
