@@ -7,21 +7,26 @@ STAMP := $(VENV)/.installed
 # DVC runs each stage's `python` from the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run smoke test bench lint ui clean-venv
+.PHONY: install gpu run smoke test bench lint ui serve clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --upgrade --quiet pip
 	$(BIN)/pip install --quiet -e ".[eval,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# One step for NVIDIA GPU users: swap the CPU build of TensorFlow for the CUDA one.
+gpu: install
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
+	$(BIN)/pip install --quiet "tensorflow[and-cuda]==2.21.0"
+
 # The whole pipeline with the default params: prepare, add_noise, train_cae, train_unet,
 # tune_unet, evaluate, plot. Only stages whose inputs or params changed rerun.
 run: install
+	$(BIN)/denoiselab check-params params.yaml
 	$(BIN)/dvc repro
 
 # The whole DAG on tiny settings in a temporary DVC experiment; the workspace is untouched.
@@ -39,7 +44,13 @@ lint: install
 	$(BIN)/ruff format --check src stages tests
 
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlartifacts \
+		--host 127.0.0.1 --port 5000
+
+# Serves the registry's champion on http://127.0.0.1:5001/invocations (see README).
+serve: install
+	$(BIN)/mlflow models serve -m "models:/denoiselab@champion" --env-manager local \
+		--host 127.0.0.1 --port 5001
 
 clean-venv:
 	rm -rf $(VENV)

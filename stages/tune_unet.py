@@ -35,7 +35,11 @@ def main() -> None:
         mlflow.log_params({f"best.{key}": value for key, value in summary["params"].items()})
     print(f"best trial {summary['best_trial']}: {summary['params']}", flush=True)
 
-    config = tuning.final_config(summary["params"], tune)
+    patch_size = data["clean_train"].shape[1]
+    config = tuning.budgeted_config(
+        summary["params"], tune, base.channels, patch_size, tune.final_epochs,
+        tune.final_budget_tflop,
+    )  # fmt: skip
     initial = weights.get(summary["best_trial"]) if tune.warm_start else None
     info = runner.train_tracked(
         "unet_tuned",

@@ -84,3 +84,14 @@ def test_missing_and_broken_params_files(tmp_path):
 def test_profile_args_quote_lists():
     args = profiles.dvc_set_args({"tune_unet.depth": [2], "train_unet.epochs": 2})
     assert args == ["-S", "tune_unet.depth=[2]", "-S", "train_unet.epochs=2"]
+
+
+def test_check_params_command_names_the_bad_key(tmp_path):
+    from denoiselab import cli
+
+    raw = raw_params()
+    raw["train_unet"]["learning_rate"] = -1
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["check-params", str(ROOT / "params.yaml")]) == 0
+    assert cli.main(["check-params", str(path)]) == 2

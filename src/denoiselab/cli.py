@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shlex
 import sys
@@ -16,6 +17,7 @@ OUTDIR/<name>.png with the input's size, colour mode and bit depth: grayscale st
 grayscale, RGB stays RGB, RGBA keeps its alpha unchanged, 16-bit stays 16-bit.
 A grayscale model denoises each colour channel on its own; a colour model gets a
 grayscale image repeated to 3 channels and its output converted back to grayscale.
+Palette and CMYK images come out as RGB. The ICC profile and EXIF orientation carry over.
 Large images are denoised in overlapping tiles, so memory stays bounded.
 Exit status: 0 when every image was written, 1 when any input could not be read or
 written (each named on stderr), 2 for a usage or model error."""
@@ -31,6 +33,14 @@ def _profile_args(args: argparse.Namespace) -> int:
     from denoiselab import profiles
 
     print(shlex.join(profiles.dvc_set_args(profiles.load_profile(args.profile))))
+    return 0
+
+
+def _check_params(args: argparse.Namespace) -> int:
+    from denoiselab.config import load_params
+
+    load_params(args.params)
+    print(f"{args.params}: valid")
     return 0
 
 
@@ -54,10 +64,15 @@ def _import_keras() -> None:
         import keras  # noqa: F401
 
 
-def _load(spec: str, aliases: dict[str, str]):
+def _load(spec: str, aliases: dict[str, str] | None = None):
+    """Resolves and loads one ``--model``; asks the registry only for an alias name."""
     from denoiselab import denoise, tracking
 
+    if aliases is None:
+        aliases = denoise.registered_aliases() if spec in denoise.ALIASES else {}
     source = denoise.locate_model(spec, tracking.repo_root(), aliases)
+    # MLflow's download bar would sit above ours; a model loads from a local store in a blink.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if source.note:
         print(f"denoiselab: {source.note}", file=sys.stderr)
     return denoise.load_denoiser(source)
@@ -72,7 +87,7 @@ def _denoise(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not jobs:
         return 1
-    denoiser = _load(args.model, denoise.registered_aliases())
+    denoiser = _load(args.model)
 
     from tqdm import tqdm
 
@@ -81,10 +96,10 @@ def _denoise(args: argparse.Namespace) -> int:
     for job in progress:
         try:
             image = images.read_image(job.source)
+            if image.note:
+                progress.write(f"warning: {job.source}: {image.note}", file=sys.stderr)
             pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size)
-            images.write_png(
-                job.target, images.DecodedImage(pixels, image.icc_profile, image.orientation)
-            )
+            images.write_png(job.target, dataclasses.replace(image, pixels=pixels))
         except files.ImageReadError as error:
             progress.write(f"error: {error}", file=sys.stderr)
             failures += 1
@@ -110,9 +125,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             failures += 1
     if not clean:
         return 1
-    aliases = denoise.registered_aliases()
-    specs = args.models or denoise.default_evaluation_models(tracking.repo_root(), aliases)
-    denoisers = {spec: _load(spec, aliases) for spec in dict.fromkeys(specs)}
+    specs = args.models or []
+    aliases = None
+    if not specs or any(spec in denoise.ALIASES for spec in specs):
+        aliases = denoise.registered_aliases()
+    if not specs:
+        specs = denoise.default_evaluation_models(tracking.repo_root(), aliases)
+    denoisers = {spec: _load(spec, aliases or {}) for spec in dict.fromkeys(specs)}
     results = denoise.score_models(clean, denoisers, args.sigma, args.seed, args.tile_size)
     print(denoise.format_scores(results))
     if args.json:
@@ -144,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "profile", help="a YAML file of dotted params keys, e.g. profiles/smoke.yaml"
     )
     profile.set_defaults(handler=_profile_args)
+
+    check = commands.add_parser(
+        "check-params", help="validate params.yaml in seconds, naming any bad key"
+    )
+    check.add_argument("params", nargs="?", default="params.yaml")
+    check.set_defaults(handler=_check_params)
 
     denoise = commands.add_parser(
         "denoise",

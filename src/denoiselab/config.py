@@ -283,7 +283,7 @@ class TrainConfig:
 class TuneConfig:
     n_trials: int = 8
     trial_epochs: int = 3
-    trial_patches_per_epoch: int = 1024
+    trial_budget_tflop: float = 5.0
     learning_rate: tuple[float, float] = (3e-4, 3e-3)
     base_filters: tuple[int, ...] = (16, 24, 32)
     depth: tuple[int, ...] = (2, 3)
@@ -292,7 +292,7 @@ class TuneConfig:
     batch_norm: tuple[bool, ...] = (False,)
     crop_size: int | None = 48
     final_epochs: int = 20
-    final_patches_per_epoch: int = 2560
+    final_budget_tflop: float = 80.0
     warm_start: bool = True
     storage: str | None = None
     study_name: str = "unet_tune"
@@ -312,11 +312,11 @@ class TuneConfig:
             self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs
         )
         _require(
-            self.trial_patches_per_epoch >= 1,
+            self.trial_budget_tflop > 0,
             section,
-            "trial_patches_per_epoch",
+            "trial_budget_tflop",
             "must be positive",
-            self.trial_patches_per_epoch,
+            self.trial_budget_tflop,
         )
         low, high = self.learning_rate
         _require(
@@ -367,11 +367,11 @@ class TuneConfig:
             self.final_epochs >= 1, section, "final_epochs", "must be positive", self.final_epochs
         )
         _require(
-            self.final_patches_per_epoch >= 1,
+            self.final_budget_tflop > 0,
             section,
-            "final_patches_per_epoch",
+            "final_budget_tflop",
             "must be positive",
-            self.final_patches_per_epoch,
+            self.final_budget_tflop,
         )
 
 

@@ -18,6 +18,7 @@ from denoiselab import files, inference, metrics, models, noise, registry, track
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 DEFAULT_MODEL = registry.CHAMPION
 FALLBACK_MODEL = "unet_tuned"
+ALIASES = (DEFAULT_MODEL, *MODEL_NAMES)
 MODELS_FOLDER = "models"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
@@ -63,7 +64,7 @@ def registered_aliases() -> dict[str, str]:
 def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
     """Resolves ``--model``: champion/cae/unet/unet_tuned (registry alias, else the model folder
     ``dvc repro`` wrote under ``root``), an MLflow model URI, or a path to a saved model."""
-    if spec in (DEFAULT_MODEL, *MODEL_NAMES):
+    if spec in ALIASES:
         if spec in aliases:
             return ModelSource(f"models:/{registry.REGISTERED_MODEL}@{spec}", is_mlflow=True)
         folder = root / MODELS_FOLDER / (FALLBACK_MODEL if spec == DEFAULT_MODEL else spec)
@@ -121,19 +122,6 @@ def _load_mlflow_model(uri: str):
             raise ValueError(f"{uri}: cannot load the MLflow model ({error})") from None
 
 
-def tile_margin(depth: int) -> int:
-    """Context pixels kept around each tile so the tiled result equals the untiled one.
-
-    The project's U-Net sees 13 * 2**depth - 8 pixels across (two 3x3 convolutions and a 2x2
-    pooling per level down, two convolutions per level up, two at the bottleneck; the CAE sees
-    less): half of that on each side. The margin covers it and is a multiple of 2**depth, so
-    each tile's pooling grid lines up with the whole image's. Depth 3 needs 48.
-    """
-    multiple = 2**depth
-    radius = math.ceil((13 * multiple - 8) / 2)
-    return math.ceil(max(radius, inference.DEFAULT_MARGIN) / multiple) * multiple
-
-
 def denoise_values(
     denoiser: Denoiser, image: np.ndarray, tile_size: int = inference.DEFAULT_TILE
 ) -> np.ndarray:
@@ -148,7 +136,7 @@ def denoise_values(
         denoiser.model,
         depth=denoiser.depth,
         tile_size=math.ceil(tile_size / multiple) * multiple,
-        margin=tile_margin(denoiser.depth),
+        margin=inference.tile_margin(denoiser.depth),
     )
     if denoiser.channels == 1:
         planes = [run(image[..., [channel]]) for channel in range(image.shape[-1])]

@@ -25,6 +25,8 @@ PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 # because both read the same bytes per pixel, Pillow's PNG unfiltering stays correct.
 PNG_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 PNG_GRAY_ALPHA_16 = "LA;16B"
+# Modes files.read_image_raw converts to RGB: their colour profile does not fit the output.
+CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,7 @@ class DecodedImage:
     pixels: np.ndarray
     icc_profile: bytes | None = None
     orientation: int = 1
+    note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,24 +51,30 @@ def read_image(path: str | Path) -> DecodedImage:
     """Decodes an image file at its own bit depth, 16-bit colour PNG and TIFF included.
 
     Raises files.ImageReadError, naming the file, for anything that is not a readable image.
+    A 16-bit colour file whose 16-bit samples cannot be decoded (a TIFF compression tifffile
+    needs imagecodecs for) comes back at 8 bits, with a ``note`` saying so.
     """
     path = Path(path)
     pixels = files.read_image_raw(path)
+    note = None
     try:
         with Image.open(path) as image:
             # Reading the EXIF of a PNG decodes it, so look at its encoding before.
-            wide = _read_16bit_colour(path, image)
+            try:
+                wide = _read_16bit_colour(path, image)
+            except (OSError, SyntaxError, ValueError, KeyError, ImportError) as error:
+                wide, note = None, f"decoded at 8 bits per sample, not 16 ({error})"
             icc_profile = image.info.get("icc_profile") or None
+            if image.mode in CONVERTED_MODES:
+                icc_profile = None  # it describes colours the output no longer has
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as error:
         raise files.ImageReadError(f"{path}: cannot decode image ({error})") from error
-    if wide is not None:
-        if wide.shape[:2] != pixels.shape[:2]:
-            raise files.ImageReadError(f"{path}: 16-bit decode disagrees with the 8-bit one")
+    if wide is not None and wide.shape[:2] == pixels.shape[:2]:
         pixels = wide
     if orientation not in range(1, 9):
         orientation = 1
-    return DecodedImage(pixels, icc_profile, int(orientation))
+    return DecodedImage(pixels, icc_profile, int(orientation), note)
 
 
 def _read_16bit_colour(path: Path, image: Image.Image) -> np.ndarray | None:

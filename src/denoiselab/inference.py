@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULT_TILE = 512
 DEFAULT_MARGIN = 48
+
+
+def tile_margin(depth: int) -> int:
+    """Context pixels kept around each tile so the tiled result equals the untiled one.
+
+    The project's U-Net sees 13 * 2**depth - 8 pixels across (two 3x3 convolutions and a 2x2
+    pooling per level down, two convolutions per level up, two at the bottleneck; the CAE sees
+    less): half of that on each side. The margin covers it and is a multiple of 2**depth, so
+    each tile's pooling grid lines up with the whole image's. Depth 3 needs 48.
+    """
+    multiple = 2**depth
+    radius = math.ceil((13 * multiple - 8) / 2)
+    return math.ceil(max(radius, DEFAULT_MARGIN) / multiple) * multiple
 
 
 def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
@@ -34,17 +49,21 @@ def denoise_image(
     image: np.ndarray,
     depth: int,
     tile_size: int = DEFAULT_TILE,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
 ) -> np.ndarray:
     """Denoises an HWC float32 image in [0, 1]; returns the same shape, clipped to [0, 1].
 
     Images larger than ``tile_size`` are processed in tiles that overlap their neighbours by
-    ``margin`` pixels of context, and only each tile's centre is kept, so memory stays bounded
+    ``margin`` pixels of context (by default enough for the model's receptive field), and only
+    each tile's centre is kept, so memory stays bounded
     and no seam shows.
     """
     if image.ndim != 3:
         raise ValueError(f"expected an HWC image, got shape {image.shape}")
     multiple = 2**depth
+    margin = tile_margin(depth) if margin is None else margin
+    # Tiles on the pooling grid keep each tile's result equal to the whole image's.
+    tile_size = math.ceil(tile_size / multiple) * multiple
     height, width = image.shape[:2]
     if height <= tile_size + 2 * margin and width <= tile_size + 2 * margin:
         return np.clip(predict_padded(model, image, multiple), 0.0, 1.0)

@@ -5,7 +5,6 @@ Each trial is a nested MLflow run under one parent run; trials are pruned on val
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import keras
@@ -13,59 +12,71 @@ import numpy as np
 import optuna
 
 from denoiselab import models, tracking, training
-from denoiselab.config import BaseConfig, TrainConfig, TuneConfig, to_dict
+from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
 from denoiselab.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 
-def trial_config(trial: optuna.Trial, tune: TuneConfig) -> TrainConfig:
-    """The U-Net training config a trial samples from the search space.
+def steps_for_budget(
+    model_config: ModelConfig, crop_size: int, batch_size: int, epochs: int, budget_tflop: float
+) -> int:
+    """Steps per epoch that spend ``budget_tflop`` of training compute over ``epochs``.
 
-    Every trial sees the same number of patches per epoch whatever its batch size, so trials
-    compare on equal data.
+    A training step costs about three forward passes. Budgeting compute rather than patches
+    keeps a trial's (and the final run's) time nearly the same whichever width and depth it
+    draws, and compares configurations at equal cost, which is what a fixed time budget needs.
     """
+    model = models.build_model(model_config)
+    flops_per_patch = 3 * models.conv_flops_per_pixel(model, model_config.channels) * crop_size**2
+    steps = budget_tflop * 1e12 / (flops_per_patch * batch_size * epochs)
+    return max(1, round(steps))
+
+
+def sampled_config(params: dict, tune: TuneConfig, epochs: int, steps: int) -> TrainConfig:
+    return TrainConfig(
+        model="unet",
+        base_filters=params["base_filters"],
+        depth=params["depth"],
+        residual=True,
+        batch_norm=params["batch_norm"],
+        loss=params["loss"],
+        learning_rate=params["learning_rate"],
+        lr_schedule="cosine",
+        batch_size=params["batch_size"],
+        epochs=epochs,
+        steps_per_epoch=steps,
+        crop_size=tune.crop_size,
+        fresh_noise=True,
+        augment=True,
+        jit_compile=tune.jit_compile,
+        precision=tune.precision,
+    )
+
+
+def suggest(trial: optuna.Trial, tune: TuneConfig) -> dict:
+    """Samples one point of the search space."""
     low, high = tune.learning_rate
-    batch_size = trial.suggest_categorical("batch_size", list(tune.batch_size))
-    return TrainConfig(
-        model="unet",
-        base_filters=trial.suggest_categorical("base_filters", list(tune.base_filters)),
-        depth=trial.suggest_categorical("depth", list(tune.depth)),
-        residual=True,
-        batch_norm=trial.suggest_categorical("batch_norm", list(tune.batch_norm)),
-        loss=trial.suggest_categorical("loss", list(tune.loss)),
-        learning_rate=trial.suggest_float("learning_rate", low, high, log=True),
-        lr_schedule="cosine",
-        batch_size=batch_size,
-        epochs=tune.trial_epochs,
-        steps_per_epoch=max(1, tune.trial_patches_per_epoch // batch_size),
-        crop_size=tune.crop_size,
-        fresh_noise=True,
-        augment=True,
-        jit_compile=tune.jit_compile,
-        precision=tune.precision,
-    )
+    return {
+        "base_filters": trial.suggest_categorical("base_filters", list(tune.base_filters)),
+        "depth": trial.suggest_categorical("depth", list(tune.depth)),
+        "batch_norm": trial.suggest_categorical("batch_norm", list(tune.batch_norm)),
+        "loss": trial.suggest_categorical("loss", list(tune.loss)),
+        "learning_rate": trial.suggest_float("learning_rate", low, high, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", list(tune.batch_size)),
+    }
 
 
-def final_config(best_params: dict, tune: TuneConfig) -> TrainConfig:
-    return TrainConfig(
-        model="unet",
-        base_filters=best_params["base_filters"],
-        depth=best_params["depth"],
-        residual=True,
-        batch_norm=best_params["batch_norm"],
-        loss=best_params["loss"],
-        learning_rate=best_params["learning_rate"],
-        lr_schedule="cosine",
-        batch_size=best_params["batch_size"],
-        epochs=tune.final_epochs,
-        steps_per_epoch=max(1, tune.final_patches_per_epoch // best_params["batch_size"]),
-        crop_size=tune.crop_size,
-        fresh_noise=True,
-        augment=True,
-        jit_compile=tune.jit_compile,
-        precision=tune.precision,
+def budgeted_config(
+    params: dict, tune: TuneConfig, channels: int, patch_size: int, epochs: int, budget: float
+) -> TrainConfig:
+    """The training config for sampled ``params`` that spends ``budget`` TFLOP."""
+    crop = tune.crop_size or patch_size
+    probe = sampled_config(params, tune, epochs, 1)
+    steps = steps_for_budget(
+        probe.model_config(channels), crop, params["batch_size"], epochs, budget
     )
+    return sampled_config(params, tune, epochs, steps)
 
 
 class PruneOnValidationPsnr(keras.callbacks.Callback):
@@ -89,10 +100,15 @@ def run_study(
     """Runs the search; returns the study and the trained weights of each completed trial."""
     import mlflow
 
+    patch_size = data["clean_train"].shape[1]
+
     weights: dict[int, list[np.ndarray]] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        config = trial_config(trial, tune)
+        config = budgeted_config(
+            suggest(trial, tune), tune, base.channels, patch_size, tune.trial_epochs,
+            tune.trial_budget_tflop,
+        )  # fmt: skip
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
         with tracking.model_run(f"trial-{trial.number}", "tune_unet", params, nested=True):
@@ -155,7 +171,3 @@ def best_summary(study: optuna.Study) -> dict:
             for trial in study.trials
         ],
     }
-
-
-def as_dict(config: TrainConfig) -> dict:
-    return dataclasses.asdict(config)

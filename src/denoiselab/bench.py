@@ -1,0 +1,146 @@
+"""Benchmark (``make bench``): quality, speed and training throughput measured in one run.
+
+Writes ``reports/benchmark.json`` with, for every trained model and classical method, test
+PSNR/SSIM and seconds per megapixel; for every model, training patches/s and achieved
+GFLOP/s beside a large float32 matrix multiply measured in the same run (the machine's
+practical limit); and the whole-process time of ``denoiselab denoise`` on a 1-megapixel photo
+beside BM3D's time on the same image. A benchmark, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from denoiselab import classical, evaluation, files, models, training
+from denoiselab.config import TrainConfig, load_params
+
+MODEL_NAMES = ("cae", "unet", "unet_tuned")
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """Best-of GFLOP/s of a float32 ``size`` x ``size`` matrix multiply (2 n^3 FLOPs)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size))
+    b = tf.random.uniform((size, size))
+    (a @ b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        (a @ b).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def training_throughput(config: TrainConfig, channels: int, patch_size: int, steps: int = 20):
+    """Patches/s and GFLOP/s of ``fit`` on random patches with the model's own settings."""
+    rng = np.random.default_rng(0)
+    clean = rng.random((512, patch_size, patch_size, channels)).astype(np.float32)
+    bench_config = TrainConfig(
+        **{**config.__dict__, "epochs": 2, "steps_per_epoch": steps, "lr_schedule": "constant"}
+    )
+    model = models.build_model(bench_config.model_config(channels))
+    dataset = training.make_train_dataset(clean, clean, bench_config, 0.1, 0)
+    rows = training.fit(model, dataset, (clean[:32], clean[:32]), bench_config, verbose=0)
+    patches_per_s = rows[-1]["patches_per_s"]  # the second epoch: graph already built
+    crop = bench_config.crop_size or patch_size
+    flops = models.conv_flops_per_pixel(model, channels)
+    return {
+        "patches_per_s": round(patches_per_s, 1),
+        "crop_size": crop,
+        "batch_size": bench_config.batch_size,
+        "mflops_per_pixel": round(flops / 1e6, 4),
+        "gflops_per_s": round(patches_per_s * crop * crop * flops * 3 / 1e9, 1),
+    }
+
+
+def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
+    """Whole-process wall time of ``denoiselab denoise`` on one image, start-up included."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "photo.png"
+        files.write_png(source, (image[..., 0] * 255).round().astype(np.uint8))
+        command = [
+            sys.executable, "-m", "denoiselab.cli", "denoise", str(source),
+            "-o", str(Path(folder) / "out"), "--model", str(model_dir),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        print(f"denoise failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--noisy", type=Path, default=Path("data/noisy"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmark.json"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    sigma, channels = params.base.noise_sigma, params.base.channels
+    clean = files.load_arrays(args.prepared / "test.npz")
+    noisy = files.load_arrays(args.noisy / "test.npz")
+    report: dict = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "matmul_gflops_per_s": round(matmul_gflops(), 1),
+        "methods": {},
+        "training": {},
+    }
+    print(f"float32 matmul: {report['matmul_gflops_per_s']} GFLOP/s", flush=True)
+    scores, _ = evaluation.score_denoiser(lambda image: image, clean, noisy)
+    report["methods"]["noisy"] = evaluation.summary_row(scores)
+    sections = {"cae": params.train_cae, "unet": params.train_unet}
+    for name in MODEL_NAMES:
+        model, info = models.load_model_dir(args.models / name)
+        depth = info["model_config"]["depth"]
+        scores, _ = evaluation.score_denoiser(
+            evaluation.model_denoiser(model, depth), clean, noisy
+        )
+        report["methods"][name] = evaluation.summary_row(scores)
+        config = sections.get(name) or TrainConfig(**info["train_config"])
+        report["training"][name] = training_throughput(config, channels, params.prepare.patch_size)
+        report["training"][name]["fraction_of_matmul"] = round(
+            report["training"][name]["gflops_per_s"] / report["matmul_gflops_per_s"], 3
+        )
+        print(name, report["methods"][name], report["training"][name], flush=True)
+    chosen = files.read_json("reports/per_image.json").get("classical_params", {})
+    for method in classical.METHODS:
+        settings = (
+            chosen.get(method, {}).get("params")
+            or classical.param_grid(method, params.evaluate)[0]
+        )
+        scores, _ = evaluation.score_denoiser(
+            evaluation.classical_denoiser(method, sigma, settings), clean, noisy
+        )
+        report["methods"][method] = {**evaluation.summary_row(scores), "params": settings}
+        print(method, report["methods"][method], flush=True)
+    megapixel = next(iter(clean.values()))
+    size = 1024
+    photo = np.pad(megapixel, ((0, max(0, size - megapixel.shape[0])),) * 2 + ((0, 0),), "reflect")
+    photo = photo[:size, :size]
+    seconds = denoise_process_seconds(args.models / "unet_tuned", photo)
+    report["denoise_1mp_process_seconds"] = None if seconds is None else round(seconds, 2)
+    bm3d_seconds_per_mp = report["methods"]["bm3d"]["seconds_per_megapixel"]
+    report["bm3d_seconds_per_megapixel"] = bm3d_seconds_per_mp
+    if seconds:
+        report["speedup_vs_bm3d_1mp"] = round(bm3d_seconds_per_mp * size * size / 1e6 / seconds, 1)
+    files.write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
