@@ -2,29 +2,15 @@
 with its own MLflow store, checked the way a user would check it."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
+from conftest import run_command as run
+from conftest import smoke_copy
 
-from denoiselab import profiles
-
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"prepare", "add_noise", "train_cae", "train_unet", "tune_unet", "evaluate", "plot"}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
-    return output
 
 
 def stages_run(output):
@@ -34,35 +20,7 @@ def stages_run(output):
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, tracked):
-        source = ROOT / name
-        if source.is_file() and not name.startswith(("reports/", "dvc.lock")):
-            target = repo / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    smoke = profiles.apply_profile(params, profiles.load_profile(repo / "profiles/smoke.yaml"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )
-    run(["git", "init", "-q"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "smoke"], repo, env)
+    env = smoke_copy(repo)
     output = run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "first repro"], repo, env)
@@ -134,6 +92,15 @@ def test_second_repro_runs_nothing(smoke_repo):
     output = run(["dvc", "repro"], repo, env)
     assert stages_run(output) == set()
     assert "up to date" in output
+
+
+def test_prepare_and_add_noise_are_byte_reproducible(smoke_repo):
+    repo, env, _ = smoke_repo
+    before = (repo / "dvc.lock").read_text()
+    output = run(["dvc", "repro", "-f", "-s", "prepare"], repo, env)
+    output += run(["dvc", "repro", "-f", "-s", "add_noise"], repo, env)
+    assert stages_run(output) == {"prepare", "add_noise"}
+    assert (repo / "dvc.lock").read_text() == before
 
 
 def test_a_unet_param_experiment_reruns_only_what_it_touches(smoke_repo):
