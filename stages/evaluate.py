@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from denoiselab import classical, evaluation, files, models, registry, tracking
+from denoiselab import classical, denoise, evaluation, files, registry, tracking
 from denoiselab.config import load_params
 from denoiselab.errors import stage_main
 
@@ -38,12 +38,13 @@ def main() -> None:
     )
     run_ids, model_uris = {}, {}
     for name in MODEL_NAMES:
-        model, info = models.load_model_dir(args.models / name)
+        info = files.read_json(args.models / name / "config.json")
         run_ids[name] = info["mlflow_run_id"]
         model_uris[name] = info["mlflow_model_uri"]
-        depth = info["model_config"]["depth"]
+        # The same loader as `denoiselab denoise`, so scores and timings are what users get.
+        denoiser = denoise.load_denoiser(denoise.ModelSource(str(args.models / name), False))
         results[name], outputs[name] = evaluation.score_denoiser(
-            evaluation.model_denoiser(model, depth), clean, noisy
+            evaluation.model_denoiser(denoiser.model, denoiser.depth), clean, noisy
         )
         print(
             f"{name}: PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}",

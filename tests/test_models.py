@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -78,3 +80,24 @@ def test_unknown_model_and_bad_paths(tmp_path):
         models.build_model(ModelConfig(model="resnet"))
     with pytest.raises(ValueError, match="not a model folder"):
         models.load_any_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+)
+def test_onnx_export_computes_what_keras_computes(config, tmp_path):
+    from denoiselab import onnx_export
+
+    model = models.build_model(dataclasses.replace(config, precision="float32"))
+    if config.batch_norm:
+        # Non-trivial moving statistics, so the exported normalisation is really exercised.
+        for layer in model.layers:
+            if "bn" in layer.name:
+                layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.3, np.float32))
+                layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, np.float32))
+    onnx_export.export_onnx(model, tmp_path / "model.onnx")
+    runner = onnx_export.OnnxModel(tmp_path / "model.onnx")
+    batch = np.random.default_rng(3).random((2, 24, 40, config.channels)).astype(np.float32)
+    np.testing.assert_allclose(runner(batch), model(batch), atol=1e-5)
+    onnx_export.export_onnx(model, tmp_path / "again.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()

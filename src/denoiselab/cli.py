@@ -71,6 +71,8 @@ def _load(spec: str, aliases: dict[str, str] | None = None):
     if aliases is None:
         aliases = denoise.registered_aliases() if spec in denoise.ALIASES else {}
     source = denoise.locate_model(spec, tracking.repo_root(), aliases)
+    if not denoise.runs_without_keras(source):
+        _import_keras()
     # MLflow's download bar would sit above ours; a model loads from a local store in a blink.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if source.note:
@@ -79,7 +81,6 @@ def _load(spec: str, aliases: dict[str, str] | None = None):
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    _import_keras()
     from denoiselab import denoise, files, images
 
     jobs, problems = images.plan_jobs(args.inputs, args.output_dir)

@@ -3,6 +3,7 @@ depth map onto the model's channels, and scoring models on clean images per PROT
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -13,13 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from denoiselab import files, inference, metrics, models, noise, registry, tracking
+from denoiselab import files, inference, metrics, noise, registry, tracking
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 DEFAULT_MODEL = registry.CHAMPION
 FALLBACK_MODEL = "unet_tuned"
 ALIASES = (DEFAULT_MODEL, *MODEL_NAMES)
 MODELS_FOLDER = "models"
+# The names models.py writes; repeated here so resolving a model never imports Keras.
+CONFIG_FILE = "config.json"
+ONNX_FILE = "model.onnx"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
@@ -43,11 +47,16 @@ class Denoiser:
 
 
 def registered_aliases() -> dict[str, str]:
-    """Aliases of the registered model in the MLflow store (alias -> version); empty when there
-    is no store or no registered model yet. Never creates a store."""
+    """Aliases of the registered model in the MLflow store (alias -> run id of the version it
+    points at); empty when there is no store or no registered model yet. Never creates a store."""
     uri = tracking.tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return {}
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return {}
+        aliases = _sqlite_aliases(path)
+        if aliases is not None:
+            return aliases
     try:
         tracking.check_store(uri)
     except ConnectionError as error:
@@ -56,9 +65,43 @@ def registered_aliases() -> dict[str, str]:
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     try:
-        return dict(client.get_registered_model(registry.REGISTERED_MODEL).aliases)
+        found = client.get_registered_model(registry.REGISTERED_MODEL).aliases
+        return {
+            alias: client.get_model_version(registry.REGISTERED_MODEL, version).run_id or ""
+            for alias, version in found.items()
+        }
     except mlflow.exceptions.MlflowException:
         return {}
+
+
+def _sqlite_aliases(path: Path) -> dict[str, str] | None:
+    """Reads the aliases straight from MLflow's sqlite tables, read-only, in milliseconds
+    instead of the seconds that importing MLflow takes; None if the schema is not as expected
+    (the caller then asks MLflow itself)."""
+    import sqlite3
+
+    query = (
+        "SELECT a.alias, v.run_id FROM registered_model_aliases a JOIN model_versions v "
+        "ON a.name = v.name AND a.version = v.version WHERE a.name = ?"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute(query, (registry.REGISTERED_MODEL,)).fetchall()
+    except sqlite3.Error:
+        return None
+    return {alias: run_id or "" for alias, run_id in rows}
+
+
+def _local_folder_for_run(root: Path, run_id: str) -> Path | None:
+    """The model folder `dvc repro` wrote for an MLflow run, when it is still in the workspace."""
+    for name in MODEL_NAMES:
+        folder = root / MODELS_FOLDER / name
+        try:
+            if run_id and files.read_json(folder / CONFIG_FILE).get("mlflow_run_id") == run_id:
+                return folder
+        except ValueError:
+            continue
+    return None
 
 
 def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
@@ -66,9 +109,14 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
     ``dvc repro`` wrote under ``root``), an MLflow model URI, or a path to a saved model."""
     if spec in ALIASES:
         if spec in aliases:
+            # The very model the registry points at, from the workspace when it is there: the
+            # same weights, loaded without MLflow or TensorFlow.
+            local = _local_folder_for_run(root, aliases[spec])
+            if local is not None:
+                return ModelSource(str(local), is_mlflow=False)
             return ModelSource(f"models:/{registry.REGISTERED_MODEL}@{spec}", is_mlflow=True)
         folder = root / MODELS_FOLDER / (FALLBACK_MODEL if spec == DEFAULT_MODEL else spec)
-        if not (folder / models.CONFIG_FILE).is_file():
+        if not (folder / CONFIG_FILE).is_file():
             raise ValueError(
                 f"no {spec!r} model: the MLflow registry has no alias {spec!r} and {folder} "
                 f"does not exist; run `dvc repro` or pass --model PATH"
@@ -93,8 +141,32 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
     )
 
 
+def runs_without_keras(source: ModelSource) -> bool:
+    """Whether the model is a folder with an ONNX export that onnxruntime can run, so
+    TensorFlow need not be imported (seconds saved on every call)."""
+    folder = Path(source.location)
+    if source.is_mlflow or not (folder / ONNX_FILE).is_file():
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return (folder / CONFIG_FILE).is_file()
+
+
 def load_denoiser(source: ModelSource) -> Denoiser:
-    """Loads the model (Keras safe mode) and reads its depth and channels."""
+    """Loads the model (ONNX when the folder has it, else Keras in safe mode) and reads its
+    depth and channels."""
+    if runs_without_keras(source):
+        from denoiselab import onnx_export
+
+        folder = Path(source.location)
+        info = files.read_json(folder / CONFIG_FILE)
+        model = onnx_export.OnnxModel(folder / ONNX_FILE)
+        depth, channels = int(info["model_config"]["depth"]), model.channels
+        return Denoiser(model, depth, channels, source.location)
+    from denoiselab import models
+
     if source.is_mlflow:
         model = _load_mlflow_model(source.location)
         depth = models.infer_depth(model)
@@ -178,7 +250,7 @@ def default_evaluation_models(root: Path, aliases: dict[str, str]) -> list[str]:
     found = [
         name
         for name in MODEL_NAMES
-        if name in aliases or (root / MODELS_FOLDER / name / models.CONFIG_FILE).is_file()
+        if name in aliases or (root / MODELS_FOLDER / name / CONFIG_FILE).is_file()
     ]
     if not found:
         raise ValueError(

@@ -33,7 +33,8 @@ def score_denoiser(
 
 def model_denoiser(model, depth: int) -> Callable[[np.ndarray], np.ndarray]:
     # One warm-up call so the timing excludes graph building, as a long-running user sees it.
-    model(np.zeros((1, 2**depth, 2**depth, model.input_shape[-1]), np.float32), training=False)
+    channels = model.channels if hasattr(model, "channels") else model.input_shape[-1]
+    model(np.zeros((1, 2**depth, 2**depth, channels), np.float32), training=False)
     return lambda image: inference.denoise_image(model, image, depth)
 
 

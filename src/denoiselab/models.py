@@ -137,13 +137,17 @@ def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> f
 def save_model_dir(
     model: keras.Model, config: ModelConfig, folder: str | Path, extra: dict
 ) -> None:
-    """Writes ``config.json`` (everything needed to rebuild) and byte-stable weights."""
+    """Writes byte-stable weights, the same network as ONNX (for fast inference without
+    TensorFlow) and, last, ``config.json`` with everything needed to rebuild it."""
+    from denoiselab import onnx_export
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(folder / WEIGHTS_FILE) as temporary:
         weights_path = temporary.with_name(temporary.name + ".weights.h5")
         model.save_weights(weights_path)
         weights_path.replace(temporary)
+    onnx_export.export_onnx(model, folder / onnx_export.ONNX_FILE)
     files.write_json(folder / CONFIG_FILE, {"model_config": dataclasses.asdict(config), **extra})
 
 

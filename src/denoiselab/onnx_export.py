@@ -1,0 +1,174 @@
+"""ONNX export of the project's Keras models, and a fast runner that needs no TensorFlow.
+
+Importing TensorFlow takes seconds, longer than denoising a megapixel; ``denoiselab denoise``
+therefore runs a model folder's ``model.onnx`` with onnxruntime when it is there. The export
+walks the functional graph layer by layer (convolutions, ReLU, batch normalisation, pooling,
+upsampling, transpose convolutions, concatenation, subtraction), so the ONNX graph computes
+exactly what the Keras model computes, in float32, for any image size (NHWC in and out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ONNX_FILE = "model.onnx"
+OPSET = 17
+# onnxruntime 1.30 reads IR versions up to 13; onnx 1.23 would write 14 by default.
+IR_VERSION = 10
+
+
+def _inputs_of(layer) -> list[str]:
+    node = layer._inbound_nodes[0]
+    return [tensor._keras_history.operation.name for tensor in node.input_tensors]
+
+
+def export_onnx(model, path: str | Path) -> None:
+    """Writes ``model`` (built by denoiselab.models) as an ONNX graph; byte-stable for the same
+    weights. Raises ValueError for a layer the exporter does not know."""
+    import onnx
+    from keras import layers
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, initializers = [], []
+
+    def constant(name: str, array: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        return name
+
+    input_name = model.layers[0].name
+    nodes.append(helper.make_node("Transpose", ["input_nhwc"], [input_name], perm=[0, 3, 1, 2]))
+    for layer in model.layers[1:]:
+        sources = _inputs_of(layer)
+        name = layer.name
+        if isinstance(layer, layers.Conv2DTranspose):
+            kernel = layer.kernel.numpy()  # (h, w, out, in) -> ONNX (in, out, h, w)
+            weight = constant(f"{name}/W", kernel.transpose(3, 2, 0, 1))
+            inputs = [sources[0], weight]
+            if layer.use_bias:
+                inputs.append(constant(f"{name}/B", layer.bias.numpy()))
+            nodes.append(
+                helper.make_node(
+                    "ConvTranspose",
+                    inputs,
+                    [name],
+                    strides=list(layer.strides),
+                    kernel_shape=list(kernel.shape[:2]),
+                )  # fmt: skip
+            )
+        elif isinstance(layer, layers.Conv2D):
+            kernel = layer.kernel.numpy()  # (h, w, in, out) -> ONNX (out, in, h, w)
+            weight = constant(f"{name}/W", kernel.transpose(3, 2, 0, 1))
+            inputs = [sources[0], weight]
+            if layer.use_bias:
+                inputs.append(constant(f"{name}/B", layer.bias.numpy()))
+            activation = layer.activation.__name__
+            output = name if activation == "linear" else f"{name}/pre"
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    inputs,
+                    [output],
+                    kernel_shape=list(kernel.shape[:2]),
+                    auto_pad="SAME_UPPER",
+                    strides=list(layer.strides),
+                )  # fmt: skip
+            )
+            if activation != "linear":
+                nodes.append(helper.make_node(_activation(activation, name), [output], [name]))
+        elif isinstance(layer, layers.Activation):
+            op = _activation(layer.activation.__name__, name)
+            nodes.append(helper.make_node(op, sources, [name]))
+        elif isinstance(layer, layers.BatchNormalization):
+            params = [
+                constant(f"{name}/{key}", value.numpy())
+                for key, value in (
+                    ("scale", layer.gamma), ("bias", layer.beta),
+                    ("mean", layer.moving_mean), ("var", layer.moving_variance),
+                )
+            ]  # fmt: skip
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization", [sources[0], *params], [name], epsilon=layer.epsilon
+                )
+            )
+        elif isinstance(layer, layers.MaxPooling2D):
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    sources,
+                    [name],
+                    kernel_shape=list(layer.pool_size),
+                    strides=list(layer.strides),
+                )  # fmt: skip
+            )
+        elif isinstance(layer, layers.UpSampling2D):
+            scales = constant(f"{name}/scales", np.array([1, 1, *layer.size], np.float32))
+            nodes.append(
+                helper.make_node("Resize", [sources[0], "", scales], [name], mode="nearest")
+            )
+        elif isinstance(layer, layers.Concatenate):
+            nodes.append(helper.make_node("Concat", sources, [name], axis=1))
+        elif isinstance(layer, layers.Subtract):
+            nodes.append(helper.make_node("Sub", sources, [name]))
+        else:
+            raise ValueError(
+                f"ONNX export: layer {name!r} ({type(layer).__name__}) is not supported"
+            )
+    output_name = model.layers[-1].name
+    nodes.append(helper.make_node("Transpose", [output_name], ["output_nhwc"], perm=[0, 2, 3, 1]))
+    channels = model.input_shape[-1]
+    graph = helper.make_graph(
+        nodes,
+        model.name,
+        [
+            helper.make_tensor_value_info(
+                "input_nhwc", TensorProto.FLOAT, ["n", "h", "w", channels]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "output_nhwc", TensorProto.FLOAT, ["n", "h", "w", channels]
+            )
+        ],
+        initializer=initializers,
+    )
+    onnx_model = helper.make_model(
+        graph,
+        producer_name="denoiselab",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+    )
+    onnx.checker.check_model(onnx_model)
+    from denoiselab import files
+
+    with files.atomic_path(path) as temporary:
+        temporary.write_bytes(onnx_model.SerializeToString())
+
+
+def _activation(name: str, layer_name: str) -> str:
+    ops = {"relu": "Relu", "sigmoid": "Sigmoid"}
+    if name not in ops:
+        raise ValueError(f"ONNX export: activation {name!r} of {layer_name!r} is not supported")
+    return ops[name]
+
+
+class OnnxModel:
+    """Callable like a Keras model on NHWC float32 batches, backed by onnxruntime."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        shape = self.session.get_inputs()[0].shape
+        self.channels = int(shape[-1])
+
+    def __call__(self, batch, training: bool = False) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(["output_nhwc"], {"input_nhwc": batch})[0]
