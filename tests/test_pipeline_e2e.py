@@ -65,12 +65,14 @@ def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
 
     client = mlflow_client(repo)
     named, runs = runs_by_name(client)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
     for name in ("cae", "unet", "unet_tuned"):
         found = named[name]
         assert found.info.status == "FINISHED"
         history = client.get_metric_history(found.info.run_id, "val_loss")
         assert [point.step for point in history] == [1, 2]
         assert {"psnr", "ssim", "val_psnr", "val_ssim_tf"} <= set(found.data.metrics)
+        assert found.data.metrics["psnr"] == pytest.approx(metrics[name]["psnr"], abs=1e-3)
         assert found.data.params["data_hash"]
         assert found.data.tags["dvc.stage"] in ("train_cae", "train_unet", "tune_unet")
         assert "git_commit" in found.data.tags
@@ -106,11 +108,11 @@ def test_prepare_and_add_noise_are_byte_reproducible(smoke_repo):
 def test_a_unet_param_experiment_reruns_only_what_it_touches(smoke_repo):
     repo, env, _ = smoke_repo
     output = run(
-        ["dvc", "exp", "run", "-n", "lr-test", "-S", "train_unet.learning_rate=0.002"], repo, env
+        ["dvc", "exp", "run", "-n", "lr-test", "-S", "train_unet.learning_rate=0.0007"], repo, env
     )
     assert stages_run(output) == {"train_unet", "evaluate", "plot"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     assert "lr-test" in json.dumps(shown)
     named, _ = runs_by_name(mlflow_client(repo))
     assert named["unet"].data.tags.get("dvc.experiment") == "lr-test"
-    assert named["unet"].data.params["train.learning_rate"] == "0.002"
+    assert named["unet"].data.params["train.learning_rate"] == "0.0007"

@@ -182,9 +182,13 @@ def epoch_logger():
     import keras
     import mlflow
 
+    # Keras calls the training-batch metrics psnr and ssim_tf; in MLflow those names belong to
+    # the final test scores, so the per-epoch training values get a train_ prefix.
+    renamed = {"psnr": "train_psnr", "ssim_tf": "train_ssim_tf"}
+
     class MlflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            metrics = {key: float(value) for key, value in (logs or {}).items()}
+            metrics = {renamed.get(key, key): float(value) for key, value in (logs or {}).items()}
             mlflow.log_metrics(metrics, step=epoch + 1)
 
     return MlflowEpochLogger()
