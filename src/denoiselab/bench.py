@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, evaluation, files, models, training
+from denoiselab import classical, denoise, evaluation, files, models, training
 from denoiselab.config import TrainConfig, load_params
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
@@ -105,10 +105,10 @@ def main() -> None:
     report["methods"]["noisy"] = evaluation.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
     for name in MODEL_NAMES:
-        model, info = models.load_model_dir(args.models / name)
-        depth = info["model_config"]["depth"]
+        info = files.read_json(args.models / name / "config.json")
+        denoiser = denoise.load_denoiser(denoise.ModelSource(str(args.models / name), False))
         scores, _ = evaluation.score_denoiser(
-            evaluation.model_denoiser(model, depth), clean, noisy
+            evaluation.model_denoiser(denoiser.model, denoiser.depth), clean, noisy
         )
         report["methods"][name] = evaluation.summary_row(scores)
         config = sections.get(name) or TrainConfig(**info["train_config"])
