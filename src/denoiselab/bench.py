@@ -10,6 +10,7 @@ beside BM3D's time on the same image. A benchmark, not a test: nothing here asse
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -60,6 +61,33 @@ def training_throughput(config: TrainConfig, channels: int, patch_size: int, ste
         "batch_size": bench_config.batch_size,
         "mflops_per_pixel": round(flops / 1e6, 4),
         "gflops_per_s": round(patches_per_s * crop * crop * flops * 3 / 1e9, 1),
+    }
+
+
+def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dict:
+    """Training patches/s with and without TensorFlow op determinism, each in its own process
+    (determinism is process-wide), alternated twice so machine noise hits both alike."""
+    probe = (
+        "import json, sys; from denoiselab import bench, training; "
+        "from denoiselab.config import TrainConfig; "
+        "training.configure_threads(sys.argv[1] == '1'); "
+        "config = TrainConfig(**json.loads(sys.argv[2])); "
+        "print(json.dumps(bench.training_throughput(config, int(sys.argv[3]), int(sys.argv[4]))))"
+    )
+    rates: dict[str, list[float]] = {"default": [], "deterministic": []}
+    for _ in range(2):
+        for flag, key in (("0", "default"), ("1", "deterministic")):
+            result = subprocess.run(
+                [sys.executable, "-c", probe, flag, json.dumps(config.__dict__), str(channels),
+                 str(patch_size)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rates[key].append(json.loads(result.stdout.strip().splitlines()[-1])["patches_per_s"])
+    default, deterministic = max(rates["default"]), max(rates["deterministic"])
+    return {
+        "default_patches_per_s": default,
+        "deterministic_patches_per_s": deterministic,
+        "slowdown": round(1 - deterministic / default, 3),
     }
 
 
@@ -128,6 +156,10 @@ def main() -> None:
         )
         report["methods"][method] = {**evaluation.summary_row(scores), "params": settings}
         print(method, report["methods"][method], flush=True)
+    report["determinism"] = determinism_cost(
+        params.train_unet, channels, params.prepare.patch_size
+    )
+    print("determinism", report["determinism"], flush=True)
     megapixel = next(iter(clean.values()))
     size = 1024
     photo = np.pad(megapixel, ((0, max(0, size - megapixel.shape[0])),) * 2 + ((0, 0),), "reflect")
