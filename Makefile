@@ -54,3 +54,19 @@ serve: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+.PHONY: services services-stop test-integration
+
+# The team stack on this host, bound to 127.0.0.1: PostgreSQL (MLflow's store, Optuna
+# studies), SeaweedFS (S3: MLflow artifacts, DVC remote) and mlflow server; see README.
+services: install
+	$(BIN)/python -c "import psycopg2, boto3, dvc_s3" 2>/dev/null || $(BIN)/pip install --quiet -e ".[eval,dev,team]"
+	services/start.sh
+
+services-stop:
+	services/stop.sh
+
+# Starts a private copy of the stack, runs the smoke pipeline against it, stops it.
+test-integration: install
+	$(BIN)/python -c "import psycopg2, boto3, dvc_s3" 2>/dev/null || $(BIN)/pip install --quiet -e ".[eval,dev,team]"
+	$(BIN)/pytest -q -o addopts="" tests/integration

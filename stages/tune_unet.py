@@ -1,5 +1,11 @@
 """DVC stage tune_unet: Optuna search over the U-Net, then the best configuration trained to
-completion as the tuned U-Net (warm-started from the best trial)."""
+completion as the tuned U-Net (warm-started from the best trial).
+
+The study lives in ``tune_unet.storage`` (default: optuna.db at the repository root), named
+``tune_unet.study_name`` plus a fingerprint of the search, data and code, so ``denoiselab
+tune-worker`` processes can run trials of the same search while this stage runs. The stage
+runs trials until the study holds ``tune_unet.n_trials`` finished ones and takes the best.
+"""
 
 import argparse
 from pathlib import Path
@@ -23,11 +29,15 @@ def main() -> None:
     tracking.check_store()
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
+    data_hash = data["manifest"]["data_hash"]
+    root = tracking.repo_root()
+    study = tuning.study_for(tune, base, data_hash, root, seed=base.seed)
+    folder = tuning.weights_folder(root, study.study_name)
     tracking.setup()
     search_params = {f"tune.{key}": value for key, value in to_dict(tune).items()}
-    search_params["data_hash"] = data["manifest"]["data_hash"]
+    search_params.update({"data_hash": data_hash, "optuna.study": study.study_name})
     with tracking.model_run("unet_tune", "tune_unet", search_params) as parent:
-        study, weights = tuning.run_study(tune, base, data, parent.info.run_id)
+        tuning.run_trials(study, tune, base, data, parent.info.run_id, folder)
         summary = tuning.best_summary(study)
         import mlflow
 
@@ -40,7 +50,7 @@ def main() -> None:
         summary["params"], tune, base.channels, patch_size, tune.final_epochs,
         tune.final_budget_tflop,
     )  # fmt: skip
-    initial = weights.get(summary["best_trial"]) if tune.warm_start else None
+    initial = tuning.trial_weights(study.best_trial, folder) if tune.warm_start else None
     info = runner.train_tracked(
         "unet_tuned",
         "tune_unet",
@@ -51,7 +61,7 @@ def main() -> None:
         args.history,
         extra_params={"warm_start": initial is not None, "best_trial": summary["best_trial"]},
         initial_weights=initial,
-        extra_tags={"tune_parent_run_id": parent.info.run_id},
+        extra_tags={"tune_parent_run_id": parent.info.run_id, "optuna.study": study.study_name},
     )
     summary["final_config"] = info["train_config"]
     files.write_json(args.best, summary)

@@ -146,6 +146,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _tune_worker(args: argparse.Namespace) -> int:
+    from denoiselab.config import STORAGE_RULE, is_storage, load_params
+
+    if args.storage is not None and not is_storage(args.storage):
+        raise ValueError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
+    _import_keras()
+    from denoiselab import runner, tracking, tuning
+
+    params = load_params(args.params)
+    tune, base = params.tune_unet, params.base
+    data = runner.load_training_data(args.prepared, args.noisy)
+    root = tracking.repo_root()
+    try:
+        study = tuning.study_for(
+            tune, base, data["manifest"]["data_hash"], root, args.storage, args.study
+        )
+        ran = tuning.work(study, tune, base, data, root, args.n_trials)
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finished = tuning.count_finished(study)
+    print(f"ran trials {ran}; study {study.study_name} holds {finished} finished trials")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -215,6 +240,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     evaluate.add_argument("--tile-size", type=_positive_int, default=512, help=argparse.SUPPRESS)
     evaluate.set_defaults(handler=_evaluate)
+
+    worker = commands.add_parser(
+        "tune-worker",
+        help="run trials of the tune_unet search from another process or machine",
+        description="Joins the tune_unet Optuna study in a shared storage and runs trials of "
+        "it; the tune_unet stage then takes the best trial of the whole study. The study is "
+        "the one the stage uses for the same params, data and code (its name gets their "
+        "fingerprint appended), so a worker never mixes trials of another configuration.",
+    )
+    worker.add_argument(
+        "--storage",
+        help="Optuna storage: sqlite:///optuna.db (the default, at the repository root), "
+        "postgresql://user:password@host/db for several machines, or a journal file *.log "
+        "(default: tune_unet.storage)",
+    )
+    worker.add_argument("--study", help="study name (default: tune_unet.study_name)")
+    worker.add_argument("--params", default="params.yaml")
+    # The folders dvc.yaml passes to the tune_unet stage.
+    worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    worker.add_argument("--noisy", type=Path, default=Path("data/noisy"))
+    worker.add_argument(
+        "--n-trials",
+        type=_positive_int,
+        help="run at most this many trials (default: until the study holds "
+        "tune_unet.n_trials finished trials)",
+    )
+    worker.set_defaults(handler=_tune_worker)
     return parser
 
 

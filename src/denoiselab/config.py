@@ -19,6 +19,14 @@ MODEL_NAMES = ("cae", "unet")
 LOSS_NAMES = ("bce", "mse", "l1")
 LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+# Optuna storages: an RDB URL (sqlite for one machine, PostgreSQL or MySQL for several) or a
+# journal file, which several processes on one machine (or a shared disk) can append to.
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+JOURNAL_SUFFIX = ".log"
+STORAGE_RULE = (
+    "must be null (optuna.db at the repository root), a URL such as sqlite:///optuna.db or "
+    f"postgresql://user@host/db, or an Optuna journal file ending in {JOURNAL_SUFFIX}"
+)
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -373,6 +381,15 @@ class TuneConfig:
             "must be positive",
             self.final_budget_tflop,
         )
+        if self.storage is not None:
+            _require(is_storage(self.storage), section, "storage", STORAGE_RULE, self.storage)
+        _require(
+            bool(self.study_name.strip()),
+            section,
+            "study_name",
+            "must be a non-empty name",
+            self.study_name,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,6 +493,13 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "plot": PlotConfig,
 }
+
+
+def is_storage(storage: str) -> bool:
+    """Whether ``storage`` names an Optuna storage: an RDB URL or a journal file."""
+    scheme, separator, _ = storage.partition("://")
+    is_url = bool(separator) and scheme.partition("+")[0] in STORAGE_SCHEMES
+    return is_url or storage.endswith(JOURNAL_SUFFIX)
 
 
 def _require(condition: bool, section: str, key: str, rule: str, value: Any) -> None:

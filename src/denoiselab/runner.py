@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import files, models, tracking, training
-from denoiselab.config import BaseConfig, TrainConfig, to_dict
+from denoiselab import distribute, files, models, tracking, training
+from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,37 @@ def checkpoint_dir(stage: str, payload: dict) -> Path:
     return CHECKPOINT_ROOT / f"{stage}-{digest}"
 
 
+def _train(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    base: BaseConfig,
+    data: dict,
+    strategy,
+    backup: Path,
+    initial_weights: list[np.ndarray] | None,
+    callbacks: list,
+):
+    """Builds the model inside the ``tf.distribute`` strategy's scope and trains it; returns
+    the model and its per-epoch logs."""
+    with strategy.scope():
+        model = models.build_model(model_config)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+    dataset = training.make_train_dataset(
+        data["clean_train"], data["noisy_train"], config, base.noise_sigma, base.seed
+    )
+    rows = training.fit(
+        model,
+        dataset,
+        data["validation"],
+        config,
+        backup_dir=backup,
+        callbacks=callbacks,
+        strategy=strategy,
+    )
+    return model, rows
+
+
 def train_tracked(
     name: str,
     stage: str,
@@ -54,10 +85,22 @@ def train_tracked(
     """Trains one model as one MLflow run named ``name``; saves weights, config and history.
 
     Resumes from the last finished epoch when a backup of the same configuration exists.
-    Returns the saved config.json contents.
+    Trains under ``config.distribution`` (see :mod:`denoiselab.distribute`); in a multi-worker
+    run the other workers train in step with the chief and only the chief tracks and saves.
+    Returns the saved config.json contents (an empty dict on the other workers).
     """
     import mlflow
 
+    # First: the multi-worker strategy must set up the runtime before any other TF work.
+    strategy = distribute.make_strategy(config.distribution)
+    tf_config = distribute.cluster_config(config.distribution)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        log.warning(
+            "batch_size %d does not divide over %d replicas; their shares differ",
+            config.batch_size,
+            replicas,
+        )
     training.configure_threads(base.deterministic)
     import keras
 
@@ -76,6 +119,15 @@ def train_tracked(
         **(extra_params or {}),
     }
     backup = checkpoint_dir(stage, {"params": params, "name": name})
+    if not distribute.is_chief(config.distribution, tf_config):
+        # Each worker keeps its own backup, so workers sharing a disk never overwrite each
+        # other's; they save at the same epochs, so a resumed run restarts in step.
+        label = distribute.task_label(tf_config)
+        backup = backup.with_name(f"{backup.name}-{label.replace(' ', '')}")
+        _train(model_config, config, base, data, strategy, backup, initial_weights, [])
+        shutil.rmtree(backup, ignore_errors=True)
+        print(f"{label}: trained {name}; the chief tracks the run and writes the outputs")
+        return {}
     backup.mkdir(parents=True, exist_ok=True)
     run_id_file = backup / "mlflow_run_id"
     resume_run = run_id_file.read_text().strip() if run_id_file.is_file() else None
@@ -93,23 +145,23 @@ def train_tracked(
         run_id_file.write_text(run.info.run_id)
         if extra_tags:
             mlflow.set_tags(extra_tags)
-        model = models.build_model(model_config)
-        if initial_weights is not None:
-            model.set_weights(initial_weights)
+        model, rows = _train(
+            model_config,
+            config,
+            base,
+            data,
+            strategy,
+            backup,
+            initial_weights,
+            [tracking.epoch_logger()],
+        )
         flops = models.conv_flops_per_pixel(model, channels)
         mlflow.log_params(
-            {"parameters": model.count_params(), "mflops_per_pixel": round(flops / 1e6, 4)}
-        )
-        dataset = training.make_train_dataset(
-            data["clean_train"], data["noisy_train"], config, base.noise_sigma, base.seed
-        )
-        rows = training.fit(
-            model,
-            dataset,
-            data["validation"],
-            config,
-            backup_dir=backup,
-            callbacks=[tracking.epoch_logger()],
+            {
+                "parameters": model.count_params(),
+                "mflops_per_pixel": round(flops / 1e6, 4),
+                "replicas": replicas,
+            }
         )
         crop = config.crop_size or data["clean_train"].shape[1]
         throughput = float(np.median([row["patches_per_s"] for row in rows[-3:]]))

@@ -61,6 +61,15 @@ def _augment(image: tf.Tensor, seed: tf.Tensor, crop_size: int | None, augment: 
     return image
 
 
+def draw_order(count: int, draws: int, seed: int) -> np.ndarray:
+    """Which of ``count`` patches each of ``draws`` draws takes: a new permutation per pass over
+    the patches, from ``seed`` alone."""
+    passes = -(-draws // count)
+    return np.concatenate(
+        [np.random.default_rng([seed, index]).permutation(count) for index in range(passes)]
+    )[:draws]
+
+
 def make_train_dataset(
     clean: np.ndarray,
     noisy: np.ndarray | None,
@@ -73,20 +82,28 @@ def make_train_dataset(
     With ``fresh_noise`` each drawn patch gets new clipped Gaussian noise (a fresh draw every
     epoch, reproducible from ``seed``); otherwise the fixed noisy patches from add_noise are
     used. Crops and flips/rotations are applied identically to both halves of a pair.
+
+    The order is drawn up front and every random op is stateless, so the stream is a pure
+    function of ``seed``: the same under any tf.distribute strategy, which rewrites the
+    pipeline (a seeded ``shuffle`` then draws another order).
     """
     channels = clean.shape[-1]
     if config.fresh_noise:
-        dataset = tf.data.Dataset.from_tensor_slices(clean)
+        source = clean
     else:
         if noisy is None:
             raise ValueError("fixed-noise training needs the noisy patches from add_noise")
-        dataset = tf.data.Dataset.from_tensor_slices(np.concatenate([noisy, clean], axis=-1))
-    dataset = dataset.shuffle(len(clean), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.enumerate()
+        source = np.concatenate([noisy, clean], axis=-1)
+    patches = tf.constant(source)
+    draws = config.epochs * config.steps_per_epoch * config.batch_size
+    order = draw_order(len(source), draws, seed)
+    dataset = tf.data.Dataset.from_tensor_slices(order).repeat().enumerate()
 
-    def make_pair(index, patch):
+    def make_pair(index, patch_index):
         pair_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        patch = _augment(patch, pair_seed, config.crop_size, config.augment)
+        patch = _augment(
+            tf.gather(patches, patch_index), pair_seed, config.crop_size, config.augment
+        )
         if config.fresh_noise:
             noise = tf.random.stateless_normal(tf.shape(patch), seed=pair_seed + 3, stddev=sigma)
             return tf.clip_by_value(patch + noise, 0.0, 1.0), patch
@@ -167,24 +184,38 @@ def fit(
     backup_dir: Path | None = None,
     callbacks: list | None = None,
     verbose: int = 2,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> list[dict]:
     """Compiles and trains ``model``; returns one dict of logs per epoch (resumed ones too).
 
     With ``backup_dir`` the model and optimizer are saved after every epoch and a rerun after
-    a crash resumes from the last finished epoch.
+    a crash resumes from the last finished epoch. With a ``strategy`` (see
+    :mod:`denoiselab.distribute`) the model must have been built inside ``strategy.scope()``;
+    it is compiled there too, and ``config.batch_size`` is the global batch over its replicas.
     """
-    compile_model(model, config)
+    strategy = strategy or tf.distribute.get_strategy()
+    if model.distribute_strategy is not strategy:
+        raise ValueError(
+            "the model was built outside the distribution strategy's scope; build it inside "
+            "`with strategy.scope():`"
+        )
+    with strategy.scope():
+        compile_model(model, config)
+    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     history = History(
-        backup_dir / "history.json" if backup_dir else None,
+        backup_dir / "history.json" if backup_dir and not across_workers else None,
         config.batch_size,
         config.steps_per_epoch,
     )
     all_callbacks = []
-    if backup_dir is not None:
+    if backup_dir is not None and not across_workers:
         all_callbacks.append(
             keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
         )
     all_callbacks += [StopOnNonFiniteLoss(), history, *(callbacks or [])]
+    if across_workers:
+        _fit_across_workers(model, train_dataset, validation, config, strategy, all_callbacks)
+        return history.rows
     noisy_val, clean_val = validation
     model.fit(
         train_dataset,
@@ -197,3 +228,71 @@ def fit(
         verbose=verbose,
     )
     return history.rows
+
+
+def _fit_across_workers(
+    model: keras.Model,
+    train_dataset: tf.data.Dataset,
+    validation: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    callbacks: list,
+) -> None:
+    """``model.fit``'s work under MultiWorkerMirroredStrategy, which Keras 3's ``fit`` cannot
+    do (keras-team/keras#20585: it reduces each scalar log along axis 0 and fails).
+
+    Each replica takes its share of the global batch; Keras losses divide a replica's mean by
+    the number of replicas, so the optimizer's sum of gradients over replicas is the global
+    batch's gradient. Every worker scores the whole validation set, so all log the same
+    numbers.
+    It keeps no backup: a multi-worker run interrupted by a crash starts again from epoch 1.
+    """
+    loss_function, optimizer = model.loss, model.optimizer
+    replicas = strategy.num_replicas_in_sync
+    iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
+
+    def replica_step(noisy, clean):
+        with tf.GradientTape() as tape:
+            denoised = model(noisy, training=True)
+            loss = loss_function(clean, denoised)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss, psnr(clean, denoised) / replicas, ssim_tf(clean, denoised) / replicas
+
+    @tf.function
+    def train_step():
+        values = strategy.run(replica_step, args=next(iterator))
+        return [strategy.reduce("SUM", value, axis=None) for value in values]
+
+    @tf.function
+    def score(noisy, clean):
+        denoised = model(noisy, training=False)
+        return loss_function(clean, denoised), psnr(clean, denoised), ssim_tf(clean, denoised)
+
+    names = ("loss", "psnr", "ssim_tf")
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    callback_list.on_train_begin()
+    for epoch in range(config.epochs):
+        callback_list.on_epoch_begin(epoch)
+        totals = np.zeros(len(names))
+        for step in range(config.steps_per_epoch):
+            values = np.array([float(value) for value in train_step()])
+            totals += values
+            callback_list.on_train_batch_end(step, {"loss": values[0]})
+        logs = dict(zip(names, totals / config.steps_per_epoch, strict=True))
+        noisy_val, clean_val = validation
+        size = max(config.batch_size, 32)
+        sums = np.zeros(len(names))
+        for begin in range(0, len(noisy_val), size):
+            batch = slice(begin, begin + size)
+            scores = score(noisy_val[batch], clean_val[batch])
+            sums += np.array([float(value) for value in scores]) * len(noisy_val[batch])
+        logs.update(
+            {
+                f"val_{name}": value
+                for name, value in zip(names, sums / len(noisy_val), strict=True)
+            }
+        )
+        log.info("epoch %d/%d: %s", epoch + 1, config.epochs, logs)
+        callback_list.on_epoch_end(epoch, logs)
+    callback_list.on_train_end()

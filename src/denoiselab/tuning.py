@@ -1,21 +1,45 @@
 """Hyperparameter search over the U-Net with Optuna (TPE sampler, median pruning).
 
-Each trial is a nested MLflow run under one parent run; trials are pruned on validation PSNR.
+The study lives in a storage that several processes can share (``tune_unet.storage``): the
+tune_unet stage and any number of ``denoiselab tune-worker`` processes, on this machine or on
+others, draw their trials from one search. Each trial is a nested MLflow run, pruned on
+validation PSNR, and its trained weights are kept in a file so that the stage can warm-start
+its final run from the best trial, whichever process ran it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import socket
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import optuna
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
 
-from denoiselab import models, tracking, training
+from denoiselab import files, models, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
 from denoiselab.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+CREATE_ATTEMPTS = 4
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# tune_unet keys that do not change what a trial trains, so they stay out of the study name:
+# raising n_trials extends a finished search instead of starting a new one.
+NOT_SEARCH_KEYS = (
+    "n_trials", "final_epochs", "final_budget_tflop", "warm_start", "storage", "study_name",
+)  # fmt: skip
+# The modules whose code shapes a trial's result; an edit to any of them starts a new study.
+TRIAL_CODE = (models.__file__, training.__file__, __file__)
 
 
 def steps_for_budget(
@@ -79,6 +103,136 @@ def budgeted_config(
     return sampled_config(params, tune, epochs, steps)
 
 
+def storage_location(storage: str | None, root: Path) -> str:
+    """``tune_unet.storage`` made absolute: an RDB URL, or the path of a journal file.
+
+    Relative sqlite files and journal paths are taken from the repository root, so the stage
+    (also inside ``dvc exp run --temp``) and a worker started in the repository share one file.
+    """
+    storage = storage or DEFAULT_STORAGE
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///") :])
+        return storage if path.is_absolute() else f"sqlite:///{root / path}"
+    if storage.startswith("postgresql://"):
+        # SQLAlchemy's default PostgreSQL driver is psycopg 3; the team extra installs psycopg2.
+        return "postgresql+psycopg2://" + storage[len("postgresql://") :]
+    if "://" in storage:
+        return storage
+    path = Path(storage)
+    return str(path if path.is_absolute() else root / path)
+
+
+def open_storage(location: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``location`` (from :func:`storage_location`)."""
+    if "://" not in location:
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(location))
+    engine_kwargs = {}
+    if location.startswith("sqlite:///"):
+        Path(location[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # Processes sharing one sqlite file wait for its lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    for attempt in range(CREATE_ATTEMPTS - 1):
+        try:
+            return _rdb_storage(location, engine_kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers started together race to create the tables of a new database; the
+            # loser finds them made by the winner on its next try.
+            time.sleep(1 + attempt)
+    return _rdb_storage(location, engine_kwargs)
+
+
+def _rdb_storage(location: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
+    shown = tracking.redact(location)
+    try:
+        return optuna.storages.RDBStorage(location, engine_kwargs=engine_kwargs)
+    except ImportError:
+        raise ValueError(
+            f"Optuna storage {shown} needs its database driver (psycopg2 for PostgreSQL); "
+            f"install the team extra: pip install -e '.[team]'"
+        ) from None
+    except sqlalchemy.exc.OperationalError as error:
+        reason = tracking.redact(str(error.orig or error)).splitlines()[0]
+        raise ConnectionError(f"Optuna storage {shown} is unreachable ({reason})") from None
+
+
+def code_digest(paths: tuple[str, ...] = TRIAL_CODE) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def study_fingerprint(tune: TuneConfig, base: BaseConfig, data_hash: str, code: str) -> str:
+    """A short hash of everything that shapes a trial: search space and budget, base params,
+    data and code. Studies are named with it, so a rerun after any of these changed never
+    reuses trials of the old configuration, and workers join only a matching search."""
+    search = {key: value for key, value in to_dict(tune).items() if key not in NOT_SEARCH_KEYS}
+    payload = {
+        "search": search,
+        "base": dataclasses.asdict(base),
+        "data_hash": data_hash,
+        "code": code,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def full_study_name(name: str, fingerprint: str) -> str:
+    """``name-fingerprint``; a name that already ends with the fingerprint is kept as it is."""
+    suffix = f"-{fingerprint}"
+    return name if name.endswith(suffix) else f"{name}{suffix}"
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage, name: str, tune: TuneConfig, seed: int | None
+) -> optuna.Study:
+    """Creates the study, or joins it when another process created it first."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, tune.n_trials)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+
+
+def study_for(
+    tune: TuneConfig,
+    base: BaseConfig,
+    data_hash: str,
+    root: Path,
+    storage: str | None = None,
+    name: str | None = None,
+    seed: int | None = None,
+) -> optuna.Study:
+    """Opens (or creates) the study of this search configuration in the shared storage.
+
+    ``storage`` and ``name`` default to ``tune_unet.storage`` and ``tune_unet.study_name``; the
+    name gets the configuration's fingerprint appended.
+    """
+    location = storage_location(storage or tune.storage, root)
+    fingerprint = study_fingerprint(tune, base, data_hash, code_digest())
+    name = full_study_name(name or tune.study_name, fingerprint)
+    study = open_study(open_storage(location), name, tune, seed)
+    print(f"study {name} in {tracking.redact(location)}", flush=True)
+    return study
+
+
+def weights_folder(root: Path, study_name: str) -> Path:
+    """Where each completed trial's weights are kept, keyed by study and trial number."""
+    return root / "checkpoints" / "trials" / study_name
+
+
+def weights_file(folder: Path, number: int) -> Path:
+    return folder / f"trial-{number}.npz"
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
 class PruneOnValidationPsnr(keras.callbacks.Callback):
     def __init__(self, trial: optuna.Trial):
         super().__init__()
@@ -91,28 +245,45 @@ class PruneOnValidationPsnr(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"val_psnr {value:.2f} dB at epoch {epoch + 1}")
 
 
-def run_study(
+def run_trials(
+    study: optuna.Study,
     tune: TuneConfig,
     base: BaseConfig,
     data: dict,
     parent_run_id: str,
-) -> tuple[optuna.Study, dict[int, list[np.ndarray]]]:
-    """Runs the search; returns the study and the trained weights of each completed trial."""
+    folder: Path,
+    max_trials: int | None = None,
+) -> list[int]:
+    """Runs trials in this process until the study holds ``tune.n_trials`` finished ones (or
+    this process ran ``max_trials``); returns the numbers of the trials it ran.
+
+    Other processes may run trials of the same study at the same time; each completed trial's
+    weights go to ``folder`` and to its MLflow run, for the final run's warm start.
+    """
     import mlflow
 
     patch_size = data["clean_train"].shape[1]
-
-    weights: dict[int, list[np.ndarray]] = {}
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    ran: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        trial.set_user_attr("worker", worker)
         config = budgeted_config(
             suggest(trial, tune), tune, base.channels, patch_size, tune.trial_epochs,
             tune.trial_budget_tflop,
         )  # fmt: skip
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
-        with tracking.model_run(f"trial-{trial.number}", "tune_unet", params, nested=True):
-            mlflow.set_tag("mlflow.parentRunId", parent_run_id)
+        with tracking.model_run(f"trial-{trial.number}", "tune_unet", params, nested=True) as run:
+            mlflow.set_tags(
+                {
+                    "mlflow.parentRunId": parent_run_id,
+                    "optuna.study": study.study_name,
+                    "optuna.trial": str(trial.number),
+                }
+            )
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
             model = models.build_model(config.model_config(base.channels))
             dataset = training.make_train_dataset(
                 data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
@@ -133,7 +304,10 @@ def run_study(
             value = rows[-1]["val_psnr"]
             mlflow.set_tag("optuna.state", "COMPLETE")
             mlflow.log_metric("best_val_psnr", value)
-            weights[trial.number] = model.get_weights()
+            path = weights_file(folder, trial.number)
+            weights = model.get_weights()
+            files.save_arrays(path, {f"{index:04d}": array for index, array in enumerate(weights)})
+            mlflow.log_artifact(str(path), artifact_path="weights")
             print(
                 f"trial {trial.number}/{tune.n_trials}: val_psnr {value:.2f} dB, "
                 f"{rows[-1]['patches_per_s']:.0f} patches/s, {trial.params}",
@@ -141,23 +315,85 @@ def run_study(
             )
             return value
 
-    storage = tune.storage
-    study = optuna.create_study(
-        study_name=tune.study_name,
-        storage=storage,
-        load_if_exists=storage is not None,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=min(4, tune.n_trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    remaining = tune.n_trials - count_finished(study)
+    todo = remaining if max_trials is None else min(max_trials, remaining)
+    if todo <= 0:
+        print(
+            f"study {study.study_name} already holds {tune.n_trials - remaining} finished "
+            f"trials of tune_unet.n_trials = {tune.n_trials}; running none",
+            flush=True,
+        )
+        return ran
+    stop_when_full = optuna.study.MaxTrialsCallback(tune.n_trials, states=FINISHED_STATES)
+    study.optimize(
+        objective, n_trials=todo, catch=(NonFiniteLossError,), callbacks=[stop_when_full]
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=tune.n_trials, catch=(NonFiniteLossError,))
-    return study, weights
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if running:
+        print(f"{running} trials of other processes still running; not waiting for them")
+    return ran
+
+
+def work(
+    study: optuna.Study,
+    tune: TuneConfig,
+    base: BaseConfig,
+    data: dict,
+    root: Path,
+    max_trials: int | None = None,
+) -> list[int]:
+    """What ``denoiselab tune-worker`` does: runs trials of the shared study under one MLflow
+    parent run ``unet_tune_worker``; returns the numbers of the trials it ran."""
+    tracking.setup()
+    params = {
+        "optuna.study": study.study_name,
+        "max_trials": max_trials,
+        "data_hash": data["manifest"]["data_hash"],
+    }
+    with tracking.model_run("unet_tune_worker", "tune_unet", params) as parent:
+        return run_trials(
+            study, tune, base, data, parent.info.run_id, weights_folder(root, study.study_name),
+            max_trials,
+        )  # fmt: skip
+
+
+def trial_weights(trial: FrozenTrial, folder: Path) -> list[np.ndarray] | None:
+    """The weights a completed trial saved: from ``folder``, else from its MLflow run (a trial
+    run on another machine); ``None``, with a logged line, when neither has them."""
+    import mlflow
+
+    path = weights_file(folder, trial.number)
+    if not path.is_file() and trial.user_attrs.get("mlflow_run_id"):
+        try:
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=trial.user_attrs["mlflow_run_id"],
+                    artifact_path=f"weights/{path.name}",
+                )
+            )
+        except (mlflow.exceptions.MlflowException, OSError) as error:
+            log.info("trial %d weights not in MLflow: %s", trial.number, error)
+    if not path.is_file():
+        log.warning(
+            "no saved weights for trial %d (run by %s); the final run starts from scratch",
+            trial.number,
+            trial.user_attrs.get("worker", "an unknown process"),
+        )
+        return None
+    arrays = files.load_arrays(path)
+    return [arrays[key] for key in sorted(arrays)]
 
 
 def best_summary(study: optuna.Study) -> dict:
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        raise ValueError(
+            f"no trial of study {study.study_name} completed ({len(study.trials)} pruned, failed "
+            f"or running); raise tune_unet.trial_budget_tflop or narrow the search space"
+        )
     best = study.best_trial
     return {
+        "study_name": study.study_name,
         "best_trial": best.number,
         "best_val_psnr": best.value,
         "params": dict(best.params),

@@ -1,0 +1,221 @@
+"""Parallel tuning: `denoiselab tune-worker` processes share one Optuna study with the
+tune_unet stage, which then takes the best trial of the whole study and warm-starts from it."""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from denoiselab import config, files, tuning
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_NAME = re.compile(r"^unet_tune-[0-9a-f]{12}$")
+
+
+def tiny_params() -> dict:
+    """The project's params with a search that takes seconds on 16x16 patches."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["patch_size"] = 16
+    params["train_unet"]["crop_size"] = None
+    params["tune_unet"].update(
+        n_trials=4,
+        trial_epochs=2,
+        trial_budget_tflop=0.004,
+        base_filters=[4],
+        depth=[2],
+        batch_size=[8],
+        loss=["mse", "l1"],
+        crop_size=16,
+        final_epochs=1,
+        final_budget_tflop=0.002,
+        precision="float32",
+        storage=None,
+    )
+    return params
+
+
+def write_data(folder: Path, data_hash: str = "tiny") -> None:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:16, 0:16] / 16
+    clean = {
+        split: np.stack(
+            [0.5 + 0.3 * np.sin(6 * x * rng.random() + 4 * y * rng.random()) for _ in range(n)]
+        )[..., None].astype(np.float32)
+        for split, n in (("train", 32), ("val", 8))
+    }
+    for split, patches in clean.items():
+        noisy = np.clip(patches + rng.normal(0, 0.1, patches.shape), 0, 1).astype(np.float32)
+        files.save_arrays(folder / "data/prepared" / f"{split}.npz", {"patches": patches})
+        files.save_arrays(folder / "data/noisy" / f"{split}.npz", {"patches": noisy})
+    files.write_json(folder / "data/prepared/manifest.json", {"data_hash": data_hash})
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A folder with params.yaml, tiny prepared/noisy data and its own MLflow store."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_data(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # The MLflow store exists before workers start, as it does once a training stage ran:
+    # MLflow's own schema set-up is not safe for two processes at once.
+    import mlflow
+
+    mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_experiments()
+    return tmp_path, env
+
+
+def finished(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_the_stage_takes_its_best(project):
+    folder, env = project
+    worker = [sys.executable, "-m", "denoiselab.cli", "tune-worker", "--n-trials", "2"]
+    processes = [
+        subprocess.Popen(
+            worker,
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = {process.pid: finished(process) for process in processes}
+
+    # Both joined the one study in the default storage, optuna.db at the repository root.
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    assert STUDY_NAME.match(name)
+    study = optuna.load_study(study_name=name, storage=storage)
+    numbers = [trial.number for trial in study.trials]
+    assert sorted(numbers) == [0, 1, 2, 3]
+    by_worker = {}
+    for trial in study.trials:
+        pid = int(trial.user_attrs["worker"].rpartition(":")[2])
+        by_worker.setdefault(pid, []).append(trial.number)
+    assert set(by_worker) == set(outputs)
+    for pid, output in outputs.items():
+        assert f"ran trials {sorted(by_worker[pid])}" in output
+    # The worker that finished last saw the whole search.
+    assert any(f"study {name} holds 4 finished trials" in out for out in outputs.values())
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial
+    assert best.value == max(trial.value for trial in completed)
+    assert tuning.weights_file(tuning.weights_folder(folder, name), best.number).is_file()
+
+    stage = [
+        sys.executable, str(ROOT / "stages/tune_unet.py"), "--prepared", "data/prepared",
+        "--noisy", "data/noisy", "--model-dir", "models/unet_tuned", "--history", "history.json",
+        "--best", "best.json",
+    ]  # fmt: skip
+    result = subprocess.run(stage, cwd=folder, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "already holds 4 finished trials" in output
+    assert "starts from scratch" not in output
+    summary = json.loads((folder / "best.json").read_text())
+    assert summary["study_name"] == name
+    assert summary["best_trial"] == best.number
+    assert summary["best_val_psnr"] == pytest.approx(best.value)
+    assert sorted(trial["number"] for trial in summary["trials"]) == [0, 1, 2, 3]
+    saved = json.loads((folder / "models/unet_tuned/config.json").read_text())
+    assert saved["train_config"]["loss"] == best.params["loss"]
+
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    run = mlflow.get_run(saved["mlflow_run_id"])
+    assert run.data.params["warm_start"] == "True"
+    assert run.data.tags["optuna.study"] == name
+
+
+def test_the_study_name_changes_with_the_search_data_and_code_but_not_the_final_run():
+    params = config.parse_params(tiny_params())
+    tune, base = params.tune_unet, params.base
+    reference = tuning.study_fingerprint(tune, base, "data-a", "code-a")
+    assert reference == tuning.study_fingerprint(tune, base, "data-a", "code-a")
+    changed = [
+        tuning.study_fingerprint(tune, base, "data-b", "code-a"),
+        tuning.study_fingerprint(tune, base, "data-a", "code-b"),
+        tuning.study_fingerprint(dataclasses.replace(tune, depth=(1,)), base, "data-a", "code-a"),
+        tuning.study_fingerprint(tune, dataclasses.replace(base, seed=1), "data-a", "code-a"),
+    ]
+    assert reference not in changed and len(set(changed)) == len(changed)
+    unchanged = dataclasses.replace(tune, n_trials=9, final_epochs=5, warm_start=False)
+    assert tuning.study_fingerprint(unchanged, base, "data-a", "code-a") == reference
+    assert tuning.full_study_name("unet_tune", reference) == f"unet_tune-{reference}"
+    assert tuning.full_study_name(f"unet_tune-{reference}", reference) == f"unet_tune-{reference}"
+
+
+def test_relative_storages_are_taken_from_the_repository_root(tmp_path):
+    root = tmp_path / "repo"
+    assert tuning.storage_location(None, root) == f"sqlite:///{root / 'optuna.db'}"
+    assert tuning.storage_location("sqlite:///s/o.db", root) == f"sqlite:///{root / 's/o.db'}"
+    assert tuning.storage_location("sqlite:////abs/o.db", root) == "sqlite:////abs/o.db"
+    url = "postgresql+psycopg2://user:secret@db.example:5432/optuna"
+    assert tuning.storage_location(url, root) == url
+    assert tuning.storage_location(url.replace("+psycopg2", ""), root) == url
+    assert tuning.storage_location("runs/journal.log", root) == str(root / "runs/journal.log")
+
+
+def test_a_journal_file_storage_is_shared_by_name(tmp_path):
+    params = config.parse_params(tiny_params())
+    first = tuning.study_for(params.tune_unet, params.base, "h", tmp_path, storage="j.log")
+    first.enqueue_trial({"depth": 2})
+    again = tuning.study_for(params.tune_unet, params.base, "h", tmp_path, storage="j.log")
+    assert again.study_name == first.study_name
+    assert len(again.trials) == 1
+    assert (tmp_path / "j.log").is_file()
+
+
+@pytest.mark.parametrize("storage", ["optuna.db", "sqlite", "redis://host/0", ""])
+def test_a_bad_storage_param_names_the_key(storage):
+    raw = tiny_params()
+    raw["tune_unet"]["storage"] = storage
+    with pytest.raises(ValueError, match=r"tune_unet\.storage must be null") as error:
+        config.parse_params(raw)
+    assert "\n" not in str(error.value)
+
+
+def test_a_worker_rejects_a_bad_storage_in_one_line(project, capsys):
+    from denoiselab import cli
+
+    assert cli.main(["tune-worker", "--storage", "optuna.db"]) == 2
+    assert capsys.readouterr().err.startswith("error: --storage must be null")
+
+
+def test_without_saved_weights_the_final_run_starts_from_scratch(tmp_path, caplog):
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"depth": 2},
+            distributions={"depth": optuna.distributions.CategoricalDistribution([2])},
+            value=30.0,
+            user_attrs={"worker": "elsewhere:42"},
+        )
+    )
+    with caplog.at_level(logging.WARNING):
+        assert tuning.trial_weights(study.best_trial, tmp_path) is None
+    assert "no saved weights for trial 0 (run by elsewhere:42)" in caplog.text
+
+    weights = [np.ones((3, 3, 1, 4), np.float32), np.zeros(4, np.float32)]
+    path = tuning.weights_file(tmp_path, 0)
+    files.save_arrays(path, {f"{i:04d}": w for i, w in enumerate(weights)})
+    loaded = tuning.trial_weights(study.best_trial, tmp_path)
+    assert [w.shape for w in loaded] == [(3, 3, 1, 4), (4,)]
