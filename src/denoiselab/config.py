@@ -147,20 +147,8 @@ class ModelConfig:
     precision: str = "float32"
 
     def validate(self, section: str) -> None:
-        _require(
-            self.precision in PRECISIONS,
-            section,
-            "precision",
-            f"must be one of {list(PRECISIONS)}",
-            self.precision,
-        )
-        _require(
-            self.model in MODEL_NAMES,
-            section,
-            "model",
-            f"must be one of {list(MODEL_NAMES)}",
-            self.model,
-        )
+        _require_choice(self.precision, PRECISIONS, section, "precision")
+        _require_choice(self.model, MODEL_NAMES, section, "model")
         _require(
             1 <= self.base_filters <= 256,
             section,
@@ -193,27 +181,9 @@ class TrainConfig:
     distribution: str = "none"
 
     def validate(self, section: str) -> None:
-        _require(
-            self.precision in PRECISIONS,
-            section,
-            "precision",
-            f"must be one of {list(PRECISIONS)}",
-            self.precision,
-        )
-        _require(
-            self.model in MODEL_NAMES,
-            section,
-            "model",
-            f"must be one of {list(MODEL_NAMES)}",
-            self.model,
-        )
-        _require(
-            self.loss in LOSS_NAMES,
-            section,
-            "loss",
-            f"must be one of {list(LOSS_NAMES)}",
-            self.loss,
-        )
+        # Width, depth, model name and precision are checked where they are defined.
+        self.model_config(channels=1).validate(section)
+        _require_choice(self.loss, LOSS_NAMES, section, "loss")
         _require(
             not (self.loss == "bce" and self.residual),
             section,
@@ -222,27 +192,13 @@ class TrainConfig:
             self.loss,
         )
         _require(
-            1 <= self.base_filters <= 256,
-            section,
-            "base_filters",
-            "must be in [1, 256]",
-            self.base_filters,
-        )
-        _require(1 <= self.depth <= 6, section, "depth", "must be in [1, 6]", self.depth)
-        _require(
             0 < self.learning_rate < 1,
             section,
             "learning_rate",
             "must be in (0, 1)",
             self.learning_rate,
         )
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            section,
-            "lr_schedule",
-            f"must be one of {list(LR_SCHEDULES)}",
-            self.lr_schedule,
-        )
+        _require_choice(self.lr_schedule, LR_SCHEDULES, section, "lr_schedule")
         _require(self.batch_size >= 1, section, "batch_size", "must be positive", self.batch_size)
         _require(self.epochs >= 1, section, "epochs", "must be positive", self.epochs)
         _require(
@@ -267,13 +223,7 @@ class TrainConfig:
                 f"must be divisible by 2**depth = {2**self.depth}",
                 self.crop_size,
             )
-        _require(
-            self.distribution in DISTRIBUTIONS,
-            section,
-            "distribution",
-            f"must be one of {list(DISTRIBUTIONS)}",
-            self.distribution,
-        )
+        _require_choice(self.distribution, DISTRIBUTIONS, section, "distribution")
 
     def model_config(self, channels: int) -> ModelConfig:
         return ModelConfig(
@@ -308,13 +258,7 @@ class TuneConfig:
     precision: str = "float32"
 
     def validate(self, section: str) -> None:
-        _require(
-            self.precision in PRECISIONS,
-            section,
-            "precision",
-            f"must be one of {list(PRECISIONS)}",
-            self.precision,
-        )
+        _require_choice(self.precision, PRECISIONS, section, "precision")
         _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
         _require(
             self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs
@@ -505,6 +449,10 @@ def is_storage(storage: str) -> bool:
 def _require(condition: bool, section: str, key: str, rule: str, value: Any) -> None:
     if not condition:
         raise ValueError(f"params.yaml: {section}.{key} {rule}, got {value!r}")
+
+
+def _require_choice(value: Any, choices: tuple, section: str, key: str) -> None:
+    _require(value in choices, section, key, f"must be one of {list(choices)}", value)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -14,16 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from denoiselab import files, inference, metrics, noise, registry, tracking
+from denoiselab import files, inference, metrics, noise, onnx_export, registry, tracking
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 DEFAULT_MODEL = registry.CHAMPION
 FALLBACK_MODEL = "unet_tuned"
 ALIASES = (DEFAULT_MODEL, *MODEL_NAMES)
 MODELS_FOLDER = "models"
-# The names models.py writes; repeated here so resolving a model never imports Keras.
+# The name models.py writes; repeated here because importing models.py imports Keras.
 CONFIG_FILE = "config.json"
-ONNX_FILE = "model.onnx"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
@@ -145,7 +144,7 @@ def runs_without_keras(source: ModelSource) -> bool:
     """Whether the model is a folder with an ONNX export that onnxruntime can run, so
     TensorFlow need not be imported (seconds saved on every call)."""
     folder = Path(source.location)
-    if source.is_mlflow or not (folder / ONNX_FILE).is_file():
+    if source.is_mlflow or not (folder / onnx_export.ONNX_FILE).is_file():
         return False
     try:
         import onnxruntime  # noqa: F401
@@ -158,11 +157,9 @@ def load_denoiser(source: ModelSource) -> Denoiser:
     """Loads the model (ONNX when the folder has it, else Keras in safe mode) and reads its
     depth and channels."""
     if runs_without_keras(source):
-        from denoiselab import onnx_export
-
         folder = Path(source.location)
         info = files.read_json(folder / CONFIG_FILE)
-        model = onnx_export.OnnxModel(folder / ONNX_FILE)
+        model = onnx_export.OnnxModel(folder / onnx_export.ONNX_FILE)
         depth, channels = int(info["model_config"]["depth"]), model.channels
         return Denoiser(model, depth, channels, source.location)
     from denoiselab import models

@@ -42,12 +42,14 @@ def export_onnx(model, path: str | Path) -> None:
     for layer in model.layers[1:]:
         sources = _inputs_of(layer)
         name = layer.name
-        if isinstance(layer, layers.Conv2DTranspose):
-            kernel = layer.kernel.numpy()  # (h, w, out, in) -> ONNX (in, out, h, w)
-            weight = constant(f"{name}/W", kernel.transpose(3, 2, 0, 1))
-            inputs = [sources[0], weight]
+        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+            # Keras keeps (h, w, a, b) kernels, ONNX (b, a, h, w): for a convolution a, b are
+            # in, out channels; for a transpose convolution out, in. One transpose serves both.
+            kernel = layer.kernel.numpy()
+            inputs = [sources[0], constant(f"{name}/W", kernel.transpose(3, 2, 0, 1))]
             if layer.use_bias:
                 inputs.append(constant(f"{name}/B", layer.bias.numpy()))
+        if isinstance(layer, layers.Conv2DTranspose):
             nodes.append(
                 helper.make_node(
                     "ConvTranspose",
@@ -58,11 +60,6 @@ def export_onnx(model, path: str | Path) -> None:
                 )  # fmt: skip
             )
         elif isinstance(layer, layers.Conv2D):
-            kernel = layer.kernel.numpy()  # (h, w, in, out) -> ONNX (out, in, h, w)
-            weight = constant(f"{name}/W", kernel.transpose(3, 2, 0, 1))
-            inputs = [sources[0], weight]
-            if layer.use_bias:
-                inputs.append(constant(f"{name}/B", layer.bias.numpy()))
             activation = layer.activation.__name__
             output = name if activation == "linear" else f"{name}/pre"
             nodes.append(
