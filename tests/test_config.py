@@ -36,6 +36,8 @@ def test_project_params_and_smoke_profile_are_valid():
         ("train_unet", "loss", "bce", "train_unet.loss 'bce' needs outputs in [0, 1]"),
         ("train_unet", "depth", 7, "train_unet.depth"),
         ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
+        ("train_unet", "steps_per_execution", 0, "train_unet.steps_per_execution"),
+        ("tune_unet", "steps_per_execution", 0, "tune_unet.steps_per_execution"),
         (
             "prepare",
             "patch_size",

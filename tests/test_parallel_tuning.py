@@ -219,3 +219,11 @@ def test_without_saved_weights_the_final_run_starts_from_scratch(tmp_path, caplo
     files.save_arrays(path, {f"{i:04d}": w for i, w in enumerate(weights)})
     loaded = tuning.trial_weights(study.best_trial, tmp_path)
     assert [w.shape for w in loaded] == [(3, 3, 1, 4), (4,)]
+
+
+def test_a_trial_budget_becomes_whole_executions_of_the_graph():
+    model_config = config.ModelConfig(model="unet", base_filters=8, depth=2, channels=1)
+    exact = tuning.steps_for_budget(model_config, 48, 16, 3, 0.5)
+    rounded = tuning.steps_for_budget(model_config, 48, 16, 3, 0.5, multiple_of=8)
+    assert rounded % 8 == 0
+    assert abs(rounded - exact) <= 4

@@ -196,3 +196,20 @@ def test_arrays_are_never_unpickled(tmp_path):
     np.savez(path, patches=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         files.load_arrays(path)
+
+
+def test_a_pruned_trial_run_is_marked_killed_not_failed(tmp_path, monkeypatch):
+    import mlflow
+    import optuna
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    with pytest.raises(optuna.TrialPruned):
+        with tracking.model_run(
+            "trial-0", "tune_unet", {"a": 1}, stopped_by=(optuna.TrialPruned,)
+        ):
+            raise optuna.TrialPruned("val_psnr 20.00 dB at epoch 1")
+    run = mlflow.search_runs(output_format="list")[0]
+    assert run.info.status == "KILLED"
+    assert "val_psnr 20.00 dB" in run.data.tags["stopped"]
+    assert "error" not in run.data.tags

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -83,3 +84,28 @@ def test_nan_loss_stops_training_with_an_error():
     dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
     with pytest.raises(training.NonFiniteLossError, match="loss became nan"):
         training.fit(model, dataset, (clean[:4], clean[:4]), config, verbose=0)
+
+
+def test_several_steps_per_execution_train_the_same_steps_as_one():
+    clean = smooth_patches(16)
+    weights, iterations = [], []
+    for steps_per_execution in (1, 4):
+        config = tiny_config(epochs=2, steps_per_epoch=4, steps_per_execution=steps_per_execution)
+        keras.utils.set_random_seed(0)
+        model = models.build_model(config.model_config(1))
+        dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+        rows = training.fit(model, dataset, (clean[:4], clean[:4]), config, verbose=0)
+        assert [row["epoch"] for row in rows] == [1, 2]
+        iterations.append(int(model.optimizer.iterations.numpy()))
+        weights.append(model.get_weights())
+    assert iterations == [8, 8]
+    for one, four in zip(*weights, strict=True):
+        np.testing.assert_allclose(one, four, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("steps", "asked", "used"), [(40, 8, 8), (50, 8, 5), (747, 8, 3), (3, 8, 3)]
+)
+def test_steps_per_execution_never_runs_past_the_epoch(steps, asked, used):
+    config = tiny_config(steps_per_epoch=steps, steps_per_execution=asked)
+    assert training.steps_per_execution(config) == used

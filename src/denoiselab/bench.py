@@ -42,26 +42,60 @@ def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def training_throughput(config: TrainConfig, channels: int, patch_size: int, steps: int = 20):
-    """Patches/s and GFLOP/s of ``fit`` on random patches with the model's own settings."""
+def training_throughput(
+    configs: dict[str, TrainConfig],
+    channels: int,
+    patch_size: int,
+    steps: int = 80,
+    repeats: int = 3,
+) -> tuple[dict[str, dict], float]:
+    """Training throughput of each model, and the float32 matmul GFLOP/s beside it.
+
+    Each model trains on random patches with its own settings (batch, crop, precision, steps
+    per execution, the non-finite-loss check); after a warm-up epoch, every repeat times one
+    epoch of ``steps`` steps per model (validation excluded) and a matmul, interleaved so that
+    load from other processes hits all alike. Best of ``repeats`` for each.
+    """
     rng = np.random.default_rng(0)
     clean = rng.random((512, patch_size, patch_size, channels)).astype(np.float32)
-    bench_config = TrainConfig(
-        **{**config.__dict__, "epochs": 2, "steps_per_epoch": steps, "lr_schedule": "constant"}
-    )
-    model = models.build_model(bench_config.model_config(channels))
-    dataset = training.make_train_dataset(clean, clean, bench_config, 0.1, 0)
-    rows = training.fit(model, dataset, (clean[:32], clean[:32]), bench_config, verbose=0)
-    patches_per_s = rows[-1]["patches_per_s"]  # the second epoch: graph already built
-    crop = bench_config.crop_size or patch_size
-    flops = models.conv_flops_per_pixel(model, channels)
-    return {
-        "patches_per_s": round(patches_per_s, 1),
-        "crop_size": crop,
-        "batch_size": bench_config.batch_size,
-        "mflops_per_pixel": round(flops / 1e6, 4),
-        "gflops_per_s": round(patches_per_s * crop * crop * flops * 3 / 1e9, 1),
-    }
+    setups = {}
+    for name, config in configs.items():
+        config = TrainConfig(
+            **{**config.__dict__, "epochs": 1, "steps_per_epoch": steps, "lr_schedule": "constant"}
+        )
+        model = models.build_model(config.model_config(channels))
+        training.compile_model(model, config)
+        dataset = training.make_train_dataset(clean, clean, config, 0.1, 0)
+        model.fit(dataset, steps_per_epoch=steps, verbose=0)  # builds the graph
+        setups[name] = (config, model, dataset)
+    best = dict.fromkeys(configs, 0.0)
+    matmul = 0.0
+    for _ in range(repeats):
+        matmul = max(matmul, matmul_gflops(repeats=3))
+        for name, (config, model, dataset) in setups.items():
+            started = time.perf_counter()
+            model.fit(
+                dataset, steps_per_epoch=steps, verbose=0,
+                callbacks=[training.StopOnNonFiniteLoss()],
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            best[name] = max(best[name], steps * config.batch_size / seconds)
+    rows = {}
+    for name, (config, model, _) in setups.items():
+        crop = config.crop_size or patch_size
+        flops = models.conv_flops_per_pixel(model, channels)
+        gflops = best[name] * crop * crop * flops * 3 / 1e9
+        rows[name] = {
+            "patches_per_s": round(best[name], 1),
+            "crop_size": crop,
+            "batch_size": config.batch_size,
+            "precision": config.precision,
+            "steps_per_execution": training.steps_per_execution(config),
+            "mflops_per_pixel": round(flops / 1e6, 4),
+            "gflops_per_s": round(gflops, 1),
+            "fraction_of_matmul": round(gflops / matmul, 3),
+        }
+    return rows, round(matmul, 1)
 
 
 def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dict:
@@ -72,7 +106,8 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
         "from denoiselab.config import TrainConfig; "
         "training.configure_threads(sys.argv[1] == '1'); "
         "config = TrainConfig(**json.loads(sys.argv[2])); "
-        "print(json.dumps(bench.training_throughput(config, int(sys.argv[3]), int(sys.argv[4]))))"
+        "rows, _ = bench.training_throughput({'m': config}, int(sys.argv[3]), int(sys.argv[4])); "
+        "print(json.dumps(rows['m']))"
     )
     rates: dict[str, list[float]] = {"default": [], "deterministic": []}
     for _ in range(2):
@@ -124,14 +159,12 @@ def main() -> None:
     noisy = files.load_arrays(args.noisy / "test.npz")
     report: dict = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "matmul_gflops_per_s": round(matmul_gflops(), 1),
         "methods": {},
-        "training": {},
     }
-    print(f"float32 matmul: {report['matmul_gflops_per_s']} GFLOP/s", flush=True)
     scores, _ = evaluation.score_denoiser(lambda image: image, clean, noisy)
     report["methods"]["noisy"] = evaluation.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
+    configs = {}
     for name in MODEL_NAMES:
         info = files.read_json(args.models / name / "config.json")
         denoiser = denoise.load_denoiser(denoise.ModelSource(str(args.models / name), False))
@@ -139,12 +172,15 @@ def main() -> None:
             evaluation.model_denoiser(denoiser.model, denoiser.depth), clean, noisy
         )
         report["methods"][name] = evaluation.summary_row(scores)
-        config = sections.get(name) or TrainConfig(**info["train_config"])
-        report["training"][name] = training_throughput(config, channels, params.prepare.patch_size)
-        report["training"][name]["fraction_of_matmul"] = round(
-            report["training"][name]["gflops_per_s"] / report["matmul_gflops_per_s"], 3
-        )
-        print(name, report["methods"][name], report["training"][name], flush=True)
+        configs[name] = sections.get(name) or TrainConfig(**info["train_config"])
+        print(name, report["methods"][name], flush=True)
+    print("training throughput (interleaved with a float32 matmul, best of 3)...", flush=True)
+    report["training"], report["matmul_gflops_per_s"] = training_throughput(
+        configs, channels, params.prepare.patch_size
+    )
+    print(f"float32 matmul: {report['matmul_gflops_per_s']} GFLOP/s", flush=True)
+    for name, row in report["training"].items():
+        print(name, row, flush=True)
     chosen = files.read_json("reports/per_image.json").get("classical_params", {})
     for method in classical.METHODS:
         settings = (

@@ -179,6 +179,7 @@ class TrainConfig:
     jit_compile: bool = False
     precision: str = "float32"
     distribution: str = "none"
+    steps_per_execution: int = 1
 
     def validate(self, section: str) -> None:
         # Width, depth, model name and precision are checked where they are defined.
@@ -207,6 +208,13 @@ class TrainConfig:
             "steps_per_epoch",
             "must be positive",
             self.steps_per_epoch,
+        )
+        _require(
+            self.steps_per_execution >= 1,
+            section,
+            "steps_per_execution",
+            "must be positive",
+            self.steps_per_execution,
         )
         if self.crop_size is not None:
             _require(
@@ -256,10 +264,18 @@ class TuneConfig:
     study_name: str = "unet_tune"
     jit_compile: bool = False
     precision: str = "float32"
+    steps_per_execution: int = 1
 
     def validate(self, section: str) -> None:
         _require_choice(self.precision, PRECISIONS, section, "precision")
         _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
+        _require(
+            self.steps_per_execution >= 1,
+            section,
+            "steps_per_execution",
+            "must be positive",
+            self.steps_per_execution,
+        )
         _require(
             self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs
         )

@@ -143,9 +143,16 @@ def run_tags(stage: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def model_run(
-    name: str, stage: str, params: dict[str, Any], run_id: str | None = None, nested: bool = False
+    name: str,
+    stage: str,
+    params: dict[str, Any],
+    run_id: str | None = None,
+    nested: bool = False,
+    stopped_by: tuple[type[BaseException], ...] = (),
 ) -> Iterator[Any]:
-    """Starts (or resumes) one MLflow run; marks it FAILED with the error if the body raises."""
+    """Starts (or resumes) one MLflow run; marks it FAILED with the error if the body raises,
+    or KILLED (stopped on purpose, such as a pruned trial) for the exceptions in ``stopped_by``.
+    """
     import mlflow
 
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested) as run:
@@ -159,8 +166,11 @@ def model_run(
         try:
             yield run
         except BaseException as error:
-            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:4000])
-            mlflow.end_run(status="FAILED")
+            stopped = isinstance(error, stopped_by)
+            mlflow.set_tag(
+                "stopped" if stopped else "error", f"{type(error).__name__}: {error}"[:4000]
+            )
+            mlflow.end_run(status="KILLED" if stopped else "FAILED")
             raise
 
 

@@ -43,9 +43,15 @@ TRIAL_CODE = (models.__file__, training.__file__, __file__)
 
 
 def steps_for_budget(
-    model_config: ModelConfig, crop_size: int, batch_size: int, epochs: int, budget_tflop: float
+    model_config: ModelConfig,
+    crop_size: int,
+    batch_size: int,
+    epochs: int,
+    budget_tflop: float,
+    multiple_of: int = 1,
 ) -> int:
-    """Steps per epoch that spend ``budget_tflop`` of training compute over ``epochs``.
+    """Steps per epoch that spend ``budget_tflop`` of training compute over ``epochs``, rounded
+    to a multiple of ``multiple_of`` (the steps run per call into the graph).
 
     A training step costs about three forward passes. Budgeting compute rather than patches
     keeps a trial's (and the final run's) time nearly the same whichever width and depth it
@@ -54,7 +60,7 @@ def steps_for_budget(
     model = models.build_model(model_config)
     flops_per_patch = 3 * models.conv_flops_per_pixel(model, model_config.channels) * crop_size**2
     steps = budget_tflop * 1e12 / (flops_per_patch * batch_size * epochs)
-    return max(1, round(steps))
+    return max(1, round(steps / multiple_of)) * multiple_of
 
 
 def sampled_config(params: dict, tune: TuneConfig, epochs: int, steps: int) -> TrainConfig:
@@ -75,6 +81,7 @@ def sampled_config(params: dict, tune: TuneConfig, epochs: int, steps: int) -> T
         augment=True,
         jit_compile=tune.jit_compile,
         precision=tune.precision,
+        steps_per_execution=tune.steps_per_execution,
     )
 
 
@@ -98,8 +105,9 @@ def budgeted_config(
     crop = tune.crop_size or patch_size
     probe = sampled_config(params, tune, epochs, 1)
     steps = steps_for_budget(
-        probe.model_config(channels), crop, params["batch_size"], epochs, budget
-    )
+        probe.model_config(channels), crop, params["batch_size"], epochs, budget,
+        tune.steps_per_execution,
+    )  # fmt: skip
     return sampled_config(params, tune, epochs, steps)
 
 
@@ -275,7 +283,10 @@ def run_trials(
         )  # fmt: skip
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
-        with tracking.model_run(f"trial-{trial.number}", "tune_unet", params, nested=True) as run:
+        with tracking.model_run(
+            f"trial-{trial.number}", "tune_unet", params, nested=True,
+            stopped_by=(optuna.TrialPruned,),
+        ) as run:  # fmt: skip
             mlflow.set_tags(
                 {
                     "mlflow.parentRunId": parent_run_id,
