@@ -31,7 +31,7 @@ def test_project_params_and_smoke_profile_are_valid():
         ("base", "channels", 2, "base.channels must be 1 or 3"),
         ("train_unet", "learning_rate", "fast", "train_unet.learning_rate must be a number"),
         ("train_unet", "epochs", 2.5, "train_unet.epochs must be an integer"),
-        ("train_unet", "model", "resnet", "train_unet.model must be one of"),
+        ("train_unet", "model", "resnet", "train_unet.model must be 'cae' or 'unet'"),
         ("train_unet", "loss", "huber", "train_unet.loss must be one of"),
         ("train_unet", "loss", "bce", "train_unet.loss 'bce' needs outputs in [0, 1]"),
         ("train_unet", "depth", 7, "train_unet.depth"),

@@ -8,12 +8,20 @@ fails in seconds instead of after an hour of training.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from denoiselab.rules import (
+    coerce,
+    require,
+    require_choice,
+    require_divisible_by_depths,
+    require_in_range,
+    require_positive,
+)
 
 MODEL_NAMES = ("cae", "unet")
 LOSS_NAMES = ("bce", "mse", "l1")
@@ -28,6 +36,7 @@ STORAGE_RULE = (
     f"postgresql://user@host/db, or an Optuna journal file ending in {JOURNAL_SUFFIX}"
 )
 PRECISIONS = ("float32", "mixed_bfloat16")
+CLASSICAL_METHODS = ("tv", "wavelet", "nl_means", "bm3d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +47,9 @@ class BaseConfig:
     deterministic: bool = False
 
     def validate(self, section: str) -> None:
-        _require(self.channels in (1, 3), section, "channels", "must be 1 or 3", self.channels)
-        _require(
-            0 < self.noise_sigma <= 1,
-            section,
-            "noise_sigma",
-            "must be in (0, 1] (images are in [0, 1])",
-            self.noise_sigma,
+        require_choice(self.channels, (1, 3), section, "channels")
+        require_in_range(
+            self, section, "noise_sigma", 0, 1, "(images are in [0, 1])", open_low=True
         )
 
 
@@ -63,67 +68,18 @@ class PrepareConfig:
     on_bad_image: str = "skip"
 
     def validate(self, section: str) -> None:
-        _require(
-            self.source in ("builtin", "folder"),
-            section,
-            "source",
-            "must be 'builtin' or 'folder'",
-            self.source,
-        )
+        require_choice(self.source, ("builtin", "folder"), section, "source")
         if self.source == "folder":
-            _require(
-                bool(self.folder),
-                section,
-                "folder",
-                "must name a folder when source is 'folder'",
-                self.folder,
-            )
-        _require(
-            0 <= self.test_fraction < 1,
-            section,
-            "test_fraction",
-            "must be in [0, 1)",
-            self.test_fraction,
-        )
-        _require(
-            0 <= self.val_fraction < 1,
-            section,
-            "val_fraction",
-            "must be in [0, 1)",
-            self.val_fraction,
-        )
-        _require(
-            self.test_fraction + self.val_fraction < 1,
-            section,
-            "val_fraction",
-            "plus test_fraction must leave images for training",
-            self.val_fraction,
-        )
-        _require(
-            self.patch_size >= 8, section, "patch_size", "must be at least 8", self.patch_size
-        )
-        _require(self.stride >= 1, section, "stride", "must be a positive integer", self.stride)
-        _require(
-            self.max_train_patches >= 1,
-            section,
-            "max_train_patches",
-            "must be positive",
-            self.max_train_patches,
-        )
-        _require(
-            self.max_val_patches >= 1,
-            section,
-            "max_val_patches",
-            "must be positive",
-            self.max_val_patches,
-        )
-        _require(
-            self.on_bad_image in ("skip", "fail"),
-            section,
-            "on_bad_image",
-            "must be 'skip' or 'fail'",
-            self.on_bad_image,
-        )
+            require(bool(self.folder), section, "folder", "must name a folder", self.folder)
+        require_in_range(self, section, "test_fraction", 0, 1, open_high=True)
+        require_in_range(self, section, "val_fraction", 0, 1, open_high=True)
+        require(
+            self.test_fraction + self.val_fraction < 1, section, "val_fraction",
+            "plus test_fraction must leave images for training", self.val_fraction,
+        )  # fmt: skip
+        require(self.patch_size >= 8, section, "patch_size", "must be at least 8", self.patch_size)
+        require_positive(self, section, "stride", "max_train_patches", "max_val_patches")
+        require_choice(self.on_bad_image, ("skip", "fail"), section, "on_bad_image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +103,11 @@ class ModelConfig:
     precision: str = "float32"
 
     def validate(self, section: str) -> None:
-        _require_choice(self.precision, PRECISIONS, section, "precision")
-        _require_choice(self.model, MODEL_NAMES, section, "model")
-        _require(
-            1 <= self.base_filters <= 256,
-            section,
-            "base_filters",
-            "must be in [1, 256]",
-            self.base_filters,
-        )
-        _require(1 <= self.depth <= 6, section, "depth", "must be in [1, 6]", self.depth)
-        _require(self.channels in (1, 3), section, "channels", "must be 1 or 3", self.channels)
+        require_choice(self.precision, PRECISIONS, section, "precision")
+        require_choice(self.model, MODEL_NAMES, section, "model")
+        require_in_range(self, section, "base_filters", 1, 256)
+        require_in_range(self, section, "depth", 1, 6)
+        require_choice(self.channels, (1, 3), section, "channels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,54 +134,23 @@ class TrainConfig:
     def validate(self, section: str) -> None:
         # Width, depth, model name and precision are checked where they are defined.
         self.model_config(channels=1).validate(section)
-        _require_choice(self.loss, LOSS_NAMES, section, "loss")
-        _require(
-            not (self.loss == "bce" and self.residual),
-            section,
-            "loss",
-            "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true",
-            self.loss,
-        )
-        _require(
-            0 < self.learning_rate < 1,
-            section,
-            "learning_rate",
-            "must be in (0, 1)",
-            self.learning_rate,
-        )
-        _require_choice(self.lr_schedule, LR_SCHEDULES, section, "lr_schedule")
-        _require(self.batch_size >= 1, section, "batch_size", "must be positive", self.batch_size)
-        _require(self.epochs >= 1, section, "epochs", "must be positive", self.epochs)
-        _require(
-            self.steps_per_epoch >= 1,
-            section,
-            "steps_per_epoch",
-            "must be positive",
-            self.steps_per_epoch,
-        )
-        _require(
-            self.steps_per_execution >= 1,
-            section,
-            "steps_per_execution",
-            "must be positive",
-            self.steps_per_execution,
+        require_choice(self.loss, LOSS_NAMES, section, "loss")
+        require(
+            not (self.loss == "bce" and self.residual), section, "loss",
+            "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true", self.loss,
+        )  # fmt: skip
+        require_in_range(self, section, "learning_rate", 0, 1, open_low=True, open_high=True)
+        require_choice(self.lr_schedule, LR_SCHEDULES, section, "lr_schedule")
+        require_positive(
+            self, section, "batch_size", "epochs", "steps_per_epoch", "steps_per_execution"
         )
         if self.crop_size is not None:
-            _require(
-                self.crop_size >= 8,
-                section,
-                "crop_size",
-                "must be at least 8 or null",
+            require(
+                self.crop_size >= 8, section, "crop_size", "must be at least 8 or null",
                 self.crop_size,
-            )
-            _require(
-                self.crop_size % 2**self.depth == 0,
-                section,
-                "crop_size",
-                f"must be divisible by 2**depth = {2**self.depth}",
-                self.crop_size,
-            )
-        _require_choice(self.distribution, DISTRIBUTIONS, section, "distribution")
+            )  # fmt: skip
+            require_divisible_by_depths(self.crop_size, (self.depth,), section, "crop_size")
+        require_choice(self.distribution, DISTRIBUTIONS, section, "distribution")
 
     def model_config(self, channels: int) -> ModelConfig:
         return ModelConfig(
@@ -267,89 +186,41 @@ class TuneConfig:
     steps_per_execution: int = 1
 
     def validate(self, section: str) -> None:
-        _require_choice(self.precision, PRECISIONS, section, "precision")
-        _require(self.n_trials >= 1, section, "n_trials", "must be positive", self.n_trials)
-        _require(
-            self.steps_per_execution >= 1,
-            section,
-            "steps_per_execution",
-            "must be positive",
-            self.steps_per_execution,
-        )
-        _require(
-            self.trial_epochs >= 1, section, "trial_epochs", "must be positive", self.trial_epochs
-        )
-        _require(
-            self.trial_budget_tflop > 0,
-            section,
-            "trial_budget_tflop",
-            "must be positive",
-            self.trial_budget_tflop,
-        )
+        require_choice(self.precision, PRECISIONS, section, "precision")
+        require_positive(
+            self, section, "n_trials", "trial_epochs", "trial_budget_tflop", "final_epochs",
+            "final_budget_tflop", "steps_per_execution",
+        )  # fmt: skip
         low, high = self.learning_rate
-        _require(
-            0 < low <= high < 1,
-            section,
-            "learning_rate",
-            "must be [low, high] with 0 < low <= high < 1",
-            list(self.learning_rate),
-        )
+        require(
+            0 < low <= high < 1, section, "learning_rate",
+            "must be [low, high] with 0 < low <= high < 1", list(self.learning_rate),
+        )  # fmt: skip
         for key in ("base_filters", "depth", "batch_size", "loss", "batch_norm"):
-            _require(
-                len(getattr(self, key)) > 0,
-                section,
-                key,
-                "must list at least one choice",
-                list(getattr(self, key)),
-            )
+            choices = list(getattr(self, key))
+            require(bool(choices), section, key, "must list at least one choice", choices)
         for loss in self.loss:
-            _require(
-                loss in ("mse", "l1"),
-                section,
-                "loss",
-                "choices must be 'mse' or 'l1' (the tuned U-Net is residual)",
-                loss,
-            )
+            require(
+                loss in ("mse", "l1"), section, "loss",
+                "choices must be 'mse' or 'l1' (the tuned U-Net is residual)", loss,
+            )  # fmt: skip
         for depth in self.depth:
-            _require(1 <= depth <= 6, section, "depth", "choices must be in [1, 6]", depth)
+            require(1 <= depth <= 6, section, "depth", "choices must be in [1, 6]", depth)
         for filters in self.base_filters:
-            _require(
-                1 <= filters <= 256,
-                section,
-                "base_filters",
-                "choices must be in [1, 256]",
+            require(
+                1 <= filters <= 256, section, "base_filters", "choices must be in [1, 256]",
                 filters,
-            )
+            )  # fmt: skip
         for size in self.batch_size:
-            _require(size >= 1, section, "batch_size", "choices must be positive", size)
+            require(size >= 1, section, "batch_size", "choices must be positive", size)
         if self.crop_size is not None:
-            for depth in self.depth:
-                _require(
-                    self.crop_size % 2**depth == 0,
-                    section,
-                    "crop_size",
-                    f"must be divisible by 2**depth = {2**depth} for every depth choice",
-                    self.crop_size,
-                )
-        _require(
-            self.final_epochs >= 1, section, "final_epochs", "must be positive", self.final_epochs
-        )
-        _require(
-            self.final_budget_tflop > 0,
-            section,
-            "final_budget_tflop",
-            "must be positive",
-            self.final_budget_tflop,
-        )
+            require_divisible_by_depths(self.crop_size, self.depth, section, "crop_size")
         if self.storage is not None:
-            _require(is_storage(self.storage), section, "storage", STORAGE_RULE, self.storage)
-        _require(
-            bool(self.study_name.strip()),
-            section,
-            "study_name",
-            "must be a non-empty name",
+            require(is_storage(self.storage), section, "storage", STORAGE_RULE, self.storage)
+        require(
+            bool(self.study_name.strip()), section, "study_name", "must be a non-empty name",
             self.study_name,
-        )
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,25 +234,14 @@ class EvaluateConfig:
 
     def validate(self, section: str) -> None:
         for name in self.classical:
-            _require(
-                name in ("tv", "wavelet", "nl_means", "bm3d"),
-                section,
-                "classical",
-                "entries must be tv, wavelet, nl_means or bm3d",
-                name,
-            )
+            require_choice(name, CLASSICAL_METHODS, section, "classical")
         for key in ("tv_weights", "nl_means_h", "bm3d_sigma_scale"):
             values = getattr(self, key)
-            _require(
-                len(values) > 0 and all(v > 0 for v in values),
-                section,
-                key,
-                "must list positive numbers",
-                list(values),
-            )
-        _require(
-            self.val_patches >= 1, section, "val_patches", "must be positive", self.val_patches
-        )
+            require(
+                len(values) > 0 and all(v > 0 for v in values), section, key,
+                "must list positive numbers", list(values),
+            )  # fmt: skip
+        require_positive(self, section, "val_patches")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,8 +250,8 @@ class PlotConfig:
     dpi: int = 110
 
     def validate(self, section: str) -> None:
-        _require(self.n_samples >= 1, section, "n_samples", "must be positive", self.n_samples)
-        _require(self.dpi >= 30, section, "dpi", "must be at least 30", self.dpi)
+        require_positive(self, section, "n_samples")
+        require(self.dpi >= 30, section, "dpi", "must be at least 30", self.dpi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,14 +271,14 @@ class Params:
         for section in ("train_cae", "train_unet"):
             train = getattr(self, section)
             size = train.crop_size or patch
-            _require(
+            require(
                 size <= patch,
                 section,
                 "crop_size",
                 f"must not exceed prepare.patch_size = {patch}",
                 train.crop_size,
             )
-            _require(
+            require(
                 patch % 2**train.depth == 0,
                 "prepare",
                 "patch_size",
@@ -426,7 +286,7 @@ class Params:
                 patch,
             )
         for depth in self.tune_unet.depth:
-            _require(
+            require(
                 patch % 2**depth == 0,
                 "prepare",
                 "patch_size",
@@ -434,7 +294,7 @@ class Params:
                 patch,
             )
         if self.tune_unet.crop_size is not None:
-            _require(
+            require(
                 self.tune_unet.crop_size <= patch,
                 "tune_unet",
                 "crop_size",
@@ -462,53 +322,6 @@ def is_storage(storage: str) -> bool:
     return is_url or storage.endswith(JOURNAL_SUFFIX)
 
 
-def _require(condition: bool, section: str, key: str, rule: str, value: Any) -> None:
-    if not condition:
-        raise ValueError(f"params.yaml: {section}.{key} {rule}, got {value!r}")
-
-
-def _require_choice(value: Any, choices: tuple, section: str, key: str) -> None:
-    _require(value in choices, section, key, f"must be one of {list(choices)}", value)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Checks ``value`` against a dataclass field annotation, converting lists to tuples."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [arg for arg in args if arg is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"params.yaml: {key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(item, args[0], key) for item in value)
-        if len(value) != len(args):
-            raise ValueError(
-                f"params.yaml: {key} must be a list of {len(args)} values, got {value!r}"
-            )
-        return tuple(_coerce(item, arg, key) for item, arg in zip(value, args, strict=True))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"params.yaml: {key} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"params.yaml: {key} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"params.yaml: {key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"params.yaml: {key} must be a string, got {value!r}")
-        return value
-    return value
-
-
 def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
     """Parses one params.yaml section into its dataclass, rejecting unknown keys."""
     cls = cls or SECTIONS[name]
@@ -524,7 +337,7 @@ def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
             f"params.yaml: unknown key {name}.{unknown[0]}; "
             f"allowed keys: {', '.join(sorted(fields))}"
         )
-    values = {key: _coerce(value, hints[key], f"{name}.{key}") for key, value in raw.items()}
+    values = {key: coerce(value, hints[key], f"{name}.{key}") for key, value in raw.items()}
     config = cls(**values)
     config.validate(name)
     return config

@@ -215,7 +215,24 @@ def log_keras_model(model, channels: int, name: str = "model") -> Any:
     signature = ModelSignature(
         inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
     )
-    return mlflow.keras.log_model(model, name=name, signature=signature)
+    return mlflow.keras.log_model(
+        model, name=name, signature=signature, pip_requirements=serving_requirements()
+    )
+
+
+def serving_requirements() -> list[str]:
+    """The pinned packages a logged model needs, read from this environment (MLflow adds
+    itself). Given explicitly, so MLflow does not load the model in a subprocess to infer
+    them, which took tens of seconds per model here."""
+    from importlib import metadata
+
+    pins = []
+    for package in ("tensorflow-cpu", "tensorflow", "keras", "numpy"):
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
 
 
 def find_run(name: str, run_id: str | None = None):
