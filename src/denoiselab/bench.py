@@ -31,8 +31,9 @@ def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     """Best-of GFLOP/s of a float32 ``size`` x ``size`` matrix multiply (2 n^3 FLOPs)."""
     import tensorflow as tf
 
-    a = tf.random.uniform((size, size))
-    b = tf.random.uniform((size, size))
+    # Seeded: unseeded random ops are an error under op determinism (the determinism probe).
+    a = tf.random.stateless_uniform((size, size), seed=(0, 1))
+    b = tf.random.stateless_uniform((size, size), seed=(0, 2))
     (a @ b).numpy()
     best = float("inf")
     for _ in range(repeats):
@@ -106,7 +107,8 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
         "from denoiselab.config import TrainConfig; "
         "training.configure_threads(sys.argv[1] == '1'); "
         "config = TrainConfig(**json.loads(sys.argv[2])); "
-        "rows, _ = bench.training_throughput({'m': config}, int(sys.argv[3]), int(sys.argv[4])); "
+        "rows, _ = bench.training_throughput("
+        "{'m': config}, int(sys.argv[3]), int(sys.argv[4]), repeats=1); "
         "print(json.dumps(rows['m']))"
     )
     rates: dict[str, list[float]] = {"default": [], "deterministic": []}
@@ -115,8 +117,11 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
             result = subprocess.run(
                 [sys.executable, "-c", probe, flag, json.dumps(config.__dict__), str(channels),
                  str(patch_size)],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True,
             )  # fmt: skip
+            if result.returncode != 0:
+                lines = result.stderr.strip().splitlines() or ["no output"]
+                raise RuntimeError(f"determinism probe ({key}) failed: {lines[-1]}")
             rates[key].append(json.loads(result.stdout.strip().splitlines()[-1])["patches_per_s"])
     default, deterministic = max(rates["default"]), max(rates["deterministic"])
     return {
