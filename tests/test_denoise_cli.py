@@ -17,7 +17,18 @@ import pytest
 import tifffile
 from PIL import Image
 
-from denoiselab import cli, denoise, files, images, inference, models, registry, tracking
+from denoiselab import (
+    classical,
+    cli,
+    denoise,
+    files,
+    images,
+    inference,
+    metrics,
+    models,
+    registry,
+    tracking,
+)
 from denoiselab.config import ModelConfig
 
 SHIFT = 0.2  # 51 of 255 and 13107 of 65535: the shifted pixels stay integers.
@@ -542,3 +553,36 @@ def test_evaluate_follows_protocol(repo, capsys):
     assert run_cli(*evaluate, "--seed", "1", "--json", repo / "seed1.json") == 0
     other = files.read_json(repo / "seed1.json")["scores"]
     assert other["noisy"]["psnr"] != pytest.approx(scores["noisy"]["psnr"], abs=1e-6)
+
+
+def test_evaluate_scores_classical_methods_on_the_same_noisy_pixels(repo, capsys):
+    identity, config = shift_model((0.0,))
+    models.save_model_dir(identity, config, repo / "models" / "unet_tuned", {})
+    clean_folder = repo / "clean"
+    clean_folder.mkdir()
+    rows, columns = np.mgrid[0:48, 0:64]
+    gray = np.round(255 * (0.5 + 0.3 * np.sin(rows / 6) * np.cos(columns / 7))).astype(np.uint8)
+    Image.fromarray(gray).save(clean_folder / "wave.png")
+
+    status = run_cli(
+        "evaluate", "--images", clean_folder, "--models", "unet_tuned",
+        "--classical", "tv", "nl_means", "--json", repo / "scores.json",
+    )  # fmt: skip
+
+    assert status == 0
+    scores = files.read_json(repo / "scores.json")["scores"]
+    assert list(scores) == ["noisy", "unet_tuned", "tv", "nl_means"]
+    clean = files.to_float(gray)[..., None]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    expected = metrics.psnr(clean, classical.tv(noisy.astype(np.float32), 0.1, weight=0.1))
+    assert scores["tv"]["psnr"] == pytest.approx(expected, abs=1e-3)
+    # A smooth image: both classical methods clearly beat the noisy input.
+    for method in ("tv", "nl_means"):
+        assert scores[method]["psnr"] > scores["noisy"]["psnr"] + 3
+    assert "nl_means" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_an_unknown_classical_method(repo, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("evaluate", "--images", repo, "--classical", "bm4d")
+    assert "bm4d" in capsys.readouterr().err

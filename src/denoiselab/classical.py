@@ -65,7 +65,12 @@ def nl_means(image: np.ndarray, sigma: float, h: float) -> np.ndarray:
 
 def bm3d(image: np.ndarray, sigma: float, sigma_scale: float) -> np.ndarray:
     """BM3D (evaluation only) with ``sigma_psd = sigma * sigma_scale``."""
-    import bm3d as bm3d_package
+    try:
+        import bm3d as bm3d_package
+    except ImportError as error:
+        raise ValueError(
+            "BM3D needs the bm3d package (evaluation only): pip install 'denoiselab[eval]'"
+        ) from error
 
     if image.shape[-1] == 3:
         result = bm3d_package.bm3d_rgb(image, sigma_psd=sigma * sigma_scale)
@@ -80,6 +85,18 @@ DENOISERS: dict[str, Callable[..., np.ndarray]] = {
     "nl_means": nl_means,
     "bm3d": bm3d,
 }
+
+
+def settings_for(method: str, sigma: float) -> dict:
+    """Settings for noise ``sigma`` where no validation split is at hand (``denoiselab
+    evaluate``): those the default run chose on its validation images at sigma 0.1 (TV weight
+    0.1, non-local means h 0.08, BM3D at the true sigma), scaled with sigma."""
+    return {
+        "tv": {"weight": sigma},
+        "wavelet": {},
+        "nl_means": {"h": 0.8 * sigma},
+        "bm3d": {"sigma_scale": 1.0},
+    }[method]
 
 
 def param_grid(method: str, evaluate_config) -> list[dict]:

@@ -133,7 +133,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not specs:
         specs = denoise.default_evaluation_models(tracking.repo_root(), aliases)
     denoisers = {spec: _load(spec, aliases or {}) for spec in dict.fromkeys(specs)}
-    results = denoise.score_models(clean, denoisers, args.sigma, args.seed, args.tile_size)
+    results = denoise.score_models(
+        clean, denoisers, args.sigma, args.seed, args.tile_size, tuple(args.classical)
+    )
     print(denoise.format_scores(results))
     if args.json:
         report = {
@@ -236,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="models to score, each as for `denoise --model` (default: champion, or each of "
         "cae, unet, unet_tuned that exists)",
+    )
+    evaluate.add_argument(
+        "--classical",
+        nargs="+",
+        default=[],
+        choices=["tv", "wavelet", "nl_means", "bm3d"],
+        metavar="METHOD",
+        help="also score classical methods on the same noisy pixels: tv, wavelet, nl_means, "
+        "bm3d (evaluation only; needs the eval extra)",
     )
     evaluate.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     evaluate.add_argument("--tile-size", type=_positive_int, default=512, help=argparse.SUPPRESS)

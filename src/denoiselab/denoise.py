@@ -263,14 +263,19 @@ def score_models(
     sigma: float,
     seed: int,
     tile_size: int = inference.DEFAULT_TILE,
+    classical_methods: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """PSNR/SSIM of each model on noisy copies of clean images, per PROTOCOL.md.
 
     ``clean`` maps names to HW/HWC float images in [0, 1]. Each model sees them converted to
     its channels (rgb2gray, alpha dropped) with noise from ``default_rng(seed)`` per image.
     Returns ``{"noisy": scores, model: scores, ...}`` (mean and per image), with one noisy row
-    per channel count when the models differ.
+    per channel count when the models differ. Each of ``classical_methods`` (see
+    :mod:`denoiselab.classical`) is scored on the same noisy pixels as the models, under a
+    label with the channel count when the models differ.
     """
+    from denoiselab import classical
+
     results = {}
     channel_counts = sorted({denoiser.channels for denoiser in denoisers.values()})
     for channels in channel_counts:
@@ -285,6 +290,14 @@ def score_models(
                     for image_name, image in noisy.items()
                 }
                 results[name] = metrics.score_images(converted, denoised)
+        for method in classical_methods:
+            settings = classical.settings_for(method, sigma)
+            denoised = {
+                image_name: classical.DENOISERS[method](image, sigma, **settings)
+                for image_name, image in noisy.items()
+            }
+            suffix = "" if len(channel_counts) == 1 else f" ({channels} channels)"
+            results[f"{method}{suffix}"] = metrics.score_images(converted, denoised)
     return results
 
 
