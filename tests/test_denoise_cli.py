@@ -522,14 +522,21 @@ def test_profile_args_still_works(capsys):
     assert "-S" in capsys.readouterr().out
 
 
-def test_evaluate_follows_protocol(repo, capsys):
+def identity_model_and_wave(repo: Path, height: int, width: int) -> tuple[Path, np.ndarray]:
+    """An identity ``unet_tuned`` in the repo, and a folder holding one smooth gray wave.png."""
     identity, config = shift_model((0.0,))
     models.save_model_dir(identity, config, repo / "models" / "unet_tuned", {})
     clean_folder = repo / "clean"
     clean_folder.mkdir()
-    rows, columns = np.mgrid[0:24, 0:32]
-    gray = np.round(255 * (0.5 + 0.3 * np.sin(rows / 4) * np.cos(columns / 5))).astype(np.uint8)
+    rows, columns = np.mgrid[0:height, 0:width]
+    wave = 0.5 + 0.3 * np.sin(rows / 4) * np.cos(columns / 5)
+    gray = np.round(255 * wave).astype(np.uint8)
     Image.fromarray(gray).save(clean_folder / "wave.png")
+    return clean_folder, gray
+
+
+def test_evaluate_follows_protocol(repo, capsys):
+    clean_folder, gray = identity_model_and_wave(repo, 24, 32)
     colour = np.stack([gray, gray[::-1], 255 - gray], axis=-1)
     Image.fromarray(colour).save(clean_folder / "colour.png")
 
@@ -556,13 +563,7 @@ def test_evaluate_follows_protocol(repo, capsys):
 
 
 def test_evaluate_scores_classical_methods_on_the_same_noisy_pixels(repo, capsys):
-    identity, config = shift_model((0.0,))
-    models.save_model_dir(identity, config, repo / "models" / "unet_tuned", {})
-    clean_folder = repo / "clean"
-    clean_folder.mkdir()
-    rows, columns = np.mgrid[0:48, 0:64]
-    gray = np.round(255 * (0.5 + 0.3 * np.sin(rows / 6) * np.cos(columns / 7))).astype(np.uint8)
-    Image.fromarray(gray).save(clean_folder / "wave.png")
+    clean_folder, gray = identity_model_and_wave(repo, 48, 64)
 
     status = run_cli(
         "evaluate", "--images", clean_folder, "--models", "unet_tuned",
