@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from denoiselab import classical, denoise, evaluation, files, models, training
-from denoiselab.config import TrainConfig, load_params
+from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 
@@ -187,7 +187,7 @@ def main() -> None:
     for name, row in report["training"].items():
         print(name, row, flush=True)
     chosen = files.read_json("reports/per_image.json").get("classical_params", {})
-    for method in classical.METHODS:
+    for method in CLASSICAL_METHODS:
         settings = (
             chosen.get(method, {}).get("params")
             or classical.param_grid(method, params.evaluate)[0]

@@ -14,8 +14,6 @@ from skimage import restoration
 
 from denoiselab import metrics
 
-METHODS = ("tv", "wavelet", "nl_means", "bm3d")
-
 
 def _channel_axis(image: np.ndarray):
     return -1 if image.shape[-1] > 1 else None

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from denoiselab.config import CLASSICAL_METHODS
+
 DENOISE_DESCRIPTION = """\
 Denoises images (Gaussian noise, sigma about 0.1 on [0, 1]) and writes each as
 OUTDIR/<name>.png with the input's size, colour mode and bit depth: grayscale stays
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--classical",
         nargs="+",
         default=[],
-        choices=["tv", "wavelet", "nl_means", "bm3d"],
+        choices=CLASSICAL_METHODS,
         metavar="METHOD",
         help="also score classical methods on the same noisy pixels: tv, wavelet, nl_means, "
         "bm3d (evaluation only; needs the eval extra)",

@@ -223,7 +223,7 @@ def log_keras_model(model, channels: int, name: str = "model") -> Any:
 def serving_requirements() -> list[str]:
     """The pinned packages a logged model needs, read from this environment (MLflow adds
     itself). Given explicitly, so MLflow does not load the model in a subprocess to infer
-    them, which took tens of seconds per model here."""
+    them, which took about 7 s per model here."""
     from importlib import metadata
 
     pins = []
