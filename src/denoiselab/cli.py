@@ -156,7 +156,7 @@ def _tune_worker(args: argparse.Namespace) -> int:
     if args.storage is not None and not is_storage(args.storage):
         raise ValueError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
     _import_keras()
-    from denoiselab import runner, tracking, tuning
+    from denoiselab import runner, studies, tracking, tuning
 
     params = load_params(args.params)
     tune, base = params.tune_unet, params.base
@@ -170,7 +170,7 @@ def _tune_worker(args: argparse.Namespace) -> int:
     except ConnectionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    finished = tuning.count_finished(study)
+    finished = studies.count_finished(study)
     print(f"ran trials {ran}; study {study.study_name} holds {finished} finished trials")
     return 0
 

@@ -9,37 +9,24 @@ its final run from the best trial, whichever process ran it.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import optuna
-import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from denoiselab import files, models, tracking, training
+from denoiselab import files, models, studies, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
 from denoiselab.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-CREATE_ATTEMPTS = 4
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-# tune_unet keys that do not change what a trial trains, so they stay out of the study name:
-# raising n_trials extends a finished search instead of starting a new one.
-NOT_SEARCH_KEYS = (
-    "n_trials", "final_epochs", "final_budget_tflop", "warm_start", "storage", "study_name",
-)  # fmt: skip
 # The modules whose code shapes a trial's result; an edit to any of them starts a new study.
-TRIAL_CODE = (models.__file__, training.__file__, __file__)
+TRIAL_CODE = (models.__file__, training.__file__, studies.__file__, __file__)
 
 
 def steps_for_budget(
@@ -111,101 +98,6 @@ def budgeted_config(
     return sampled_config(params, tune, epochs, steps)
 
 
-def storage_location(storage: str | None, root: Path) -> str:
-    """``tune_unet.storage`` made absolute: an RDB URL, or the path of a journal file.
-
-    Relative sqlite files and journal paths are taken from the repository root, so the stage
-    (also inside ``dvc exp run --temp``) and a worker started in the repository share one file.
-    """
-    storage = storage or DEFAULT_STORAGE
-    if storage.startswith("sqlite:///"):
-        path = Path(storage[len("sqlite:///") :])
-        return storage if path.is_absolute() else f"sqlite:///{root / path}"
-    if storage.startswith("postgresql://"):
-        # SQLAlchemy's default PostgreSQL driver is psycopg 3; the team extra installs psycopg2.
-        return "postgresql+psycopg2://" + storage[len("postgresql://") :]
-    if "://" in storage:
-        return storage
-    path = Path(storage)
-    return str(path if path.is_absolute() else root / path)
-
-
-def open_storage(location: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage at ``location`` (from :func:`storage_location`)."""
-    if "://" not in location:
-        Path(location).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(location))
-    engine_kwargs = {}
-    if location.startswith("sqlite:///"):
-        Path(location[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        # Processes sharing one sqlite file wait for its lock instead of failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    for attempt in range(CREATE_ATTEMPTS - 1):
-        try:
-            return _rdb_storage(location, engine_kwargs)
-        except sqlalchemy.exc.IntegrityError:
-            # Workers started together race to create the tables of a new database; the
-            # loser finds them made by the winner on its next try.
-            time.sleep(1 + attempt)
-    return _rdb_storage(location, engine_kwargs)
-
-
-def _rdb_storage(location: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
-    shown = tracking.redact(location)
-    try:
-        return optuna.storages.RDBStorage(location, engine_kwargs=engine_kwargs)
-    except ImportError:
-        raise ValueError(
-            f"Optuna storage {shown} needs its database driver (psycopg2 for PostgreSQL); "
-            f"install the team extra: pip install -e '.[team]'"
-        ) from None
-    except sqlalchemy.exc.OperationalError as error:
-        reason = tracking.redact(str(error.orig or error)).splitlines()[0]
-        raise ConnectionError(f"Optuna storage {shown} is unreachable ({reason})") from None
-
-
-def code_digest(paths: tuple[str, ...] = TRIAL_CODE) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
-
-
-def study_fingerprint(tune: TuneConfig, base: BaseConfig, data_hash: str, code: str) -> str:
-    """A short hash of everything that shapes a trial: search space and budget, base params,
-    data and code. Studies are named with it, so a rerun after any of these changed never
-    reuses trials of the old configuration, and workers join only a matching search."""
-    search = {key: value for key, value in to_dict(tune).items() if key not in NOT_SEARCH_KEYS}
-    payload = {
-        "search": search,
-        "base": dataclasses.asdict(base),
-        "data_hash": data_hash,
-        "code": code,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def full_study_name(name: str, fingerprint: str) -> str:
-    """``name-fingerprint``; a name that already ends with the fingerprint is kept as it is."""
-    suffix = f"-{fingerprint}"
-    return name if name.endswith(suffix) else f"{name}{suffix}"
-
-
-def open_study(
-    storage: optuna.storages.BaseStorage, name: str, tune: TuneConfig, seed: int | None
-) -> optuna.Study:
-    """Creates the study, or joins it when another process created it first."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, tune.n_trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )
-
-
 def study_for(
     tune: TuneConfig,
     base: BaseConfig,
@@ -220,10 +112,10 @@ def study_for(
     ``storage`` and ``name`` default to ``tune_unet.storage`` and ``tune_unet.study_name``; the
     name gets the configuration's fingerprint appended.
     """
-    location = storage_location(storage or tune.storage, root)
-    fingerprint = study_fingerprint(tune, base, data_hash, code_digest())
-    name = full_study_name(name or tune.study_name, fingerprint)
-    study = open_study(open_storage(location), name, tune, seed)
+    location = studies.storage_location(storage or tune.storage, root)
+    fingerprint = studies.study_fingerprint(tune, base, data_hash, studies.code_digest(TRIAL_CODE))
+    name = studies.full_study_name(name or tune.study_name, fingerprint)
+    study = studies.open_study(studies.open_storage(location), name, tune, seed)
     print(f"study {name} in {tracking.redact(location)}", flush=True)
     return study
 
@@ -235,10 +127,6 @@ def weights_folder(root: Path, study_name: str) -> Path:
 
 def weights_file(folder: Path, number: int) -> Path:
     return folder / f"trial-{number}.npz"
-
-
-def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
 class PruneOnValidationPsnr(keras.callbacks.Callback):
@@ -326,7 +214,7 @@ def run_trials(
             )
             return value
 
-    remaining = tune.n_trials - count_finished(study)
+    remaining = tune.n_trials - studies.count_finished(study)
     todo = remaining if max_trials is None else min(max_trials, remaining)
     if todo <= 0:
         print(
@@ -335,7 +223,7 @@ def run_trials(
             flush=True,
         )
         return ran
-    stop_when_full = optuna.study.MaxTrialsCallback(tune.n_trials, states=FINISHED_STATES)
+    stop_when_full = optuna.study.MaxTrialsCallback(tune.n_trials, states=studies.FINISHED_STATES)
     study.optimize(
         objective, n_trials=todo, catch=(NonFiniteLossError,), callbacks=[stop_when_full]
     )
