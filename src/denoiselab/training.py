@@ -121,23 +121,26 @@ def learning_rate(config: TrainConfig):
     return config.learning_rate
 
 
-def compile_model(model: keras.Model, config: TrainConfig) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, distributed: bool = False) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss=LOSSES[config.loss](),
         metrics=[psnr, ssim_tf],
         jit_compile=config.jit_compile,
-        steps_per_execution=steps_per_execution(config),
+        steps_per_execution=steps_per_execution(config, distributed),
     )
 
 
-def steps_per_execution(config: TrainConfig) -> int:
+def steps_per_execution(config: TrainConfig, distributed: bool = False) -> int:
     """Optimizer steps per call into the graph: the largest divisor of ``steps_per_epoch`` up to
     ``config.steps_per_execution`` (Keras would otherwise run past the epoch's last step).
 
     The same steps in the same order as one at a time, with less per-step overhead; small
-    models at small batches gain most (make bench).
+    models at small batches gain most (make bench). Under a tf.distribute strategy it is 1:
+    Keras 3.15's multi-step loop fails there ("You must feed a value for placeholder tensor").
     """
+    if distributed:
+        return 1
     return max(
         divisor
         for divisor in range(1, min(config.steps_per_execution, config.steps_per_epoch) + 1)
@@ -214,8 +217,11 @@ def fit(
             "the model was built outside the distribution strategy's scope; build it inside "
             "`with strategy.scope():`"
         )
+    distributed = isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    )
     with strategy.scope():
-        compile_model(model, config)
+        compile_model(model, config, distributed)
     across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     history = History(
         backup_dir / "history.json" if backup_dir and not across_workers else None,
