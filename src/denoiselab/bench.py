@@ -85,7 +85,7 @@ def training_throughput(
     for name, (config, model, _) in setups.items():
         crop = config.crop_size or patch_size
         flops = models.conv_flops_per_pixel(model, channels)
-        gflops = best[name] * crop * crop * flops * 3 / 1e9
+        gflops = best[name] * models.training_flops_per_patch(model, channels, crop) / 1e9
         rows[name] = {
             "patches_per_s": round(best[name], 1),
             "crop_size": crop,

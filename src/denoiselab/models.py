@@ -106,6 +106,12 @@ def build_model(config: ModelConfig) -> keras.Model:
         keras.config.set_dtype_policy(previous)
 
 
+def training_flops_per_patch(model: keras.Model, channels: int, crop_size: int) -> float:
+    """FLOPs of one training step on one ``crop_size`` patch: about three forward passes
+    (forward, and the gradients with respect to activations and to weights)."""
+    return 3 * conv_flops_per_pixel(model, channels) * crop_size**2
+
+
 def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> float:
     """Forward FLOPs per input pixel, counted from the conv layers.
 

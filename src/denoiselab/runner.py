@@ -165,10 +165,11 @@ def train_tracked(
         )
         crop = config.crop_size or data["clean_train"].shape[1]
         throughput = float(np.median([row["patches_per_s"] for row in rows[-3:]]))
+        step_flops = models.training_flops_per_patch(model, channels, crop)
         mlflow.log_metrics(
             {
                 "train_patches_per_s": throughput,
-                "train_gflops_per_s": throughput * crop * crop * flops * 3 / 1e9,
+                "train_gflops_per_s": throughput * step_flops / 1e9,
             }
         )
         # Save from a fresh, uncompiled copy so the weights file holds no optimizer state.

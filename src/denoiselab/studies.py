@@ -55,20 +55,17 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
         Path(location[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # Processes sharing one sqlite file wait for its lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    for attempt in range(CREATE_ATTEMPTS - 1):
+    for attempt in range(CREATE_ATTEMPTS):
         try:
             return _rdb_storage(location, engine_kwargs)
         except sqlalchemy.exc.DatabaseError as error:
             # Workers started together race to create the tables of a new database ("table
             # ... already exists", a duplicate row); the loser finds them made by the winner
             # on its next try. Anything else (no server, bad credentials) fails at once.
-            if not _lost_creation_race(error):
+            if attempt == CREATE_ATTEMPTS - 1 or not _lost_creation_race(error):
                 raise _unreachable(location, error) from None
             time.sleep(1 + attempt)
-    try:
-        return _rdb_storage(location, engine_kwargs)
-    except sqlalchemy.exc.DatabaseError as error:
-        raise _unreachable(location, error) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _lost_creation_race(error: sqlalchemy.exc.DatabaseError) -> bool:

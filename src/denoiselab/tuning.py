@@ -45,7 +45,7 @@ def steps_for_budget(
     draws, and compares configurations at equal cost, which is what a fixed time budget needs.
     """
     model = models.build_model(model_config)
-    flops_per_patch = 3 * models.conv_flops_per_pixel(model, model_config.channels) * crop_size**2
+    flops_per_patch = models.training_flops_per_patch(model, model_config.channels, crop_size)
     steps = budget_tflop * 1e12 / (flops_per_patch * batch_size * epochs)
     return max(1, round(steps / multiple_of)) * multiple_of
 
