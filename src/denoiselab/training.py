@@ -163,7 +163,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class History(keras.callbacks.Callback):
     """Per-epoch logs plus throughput, persisted beside the backup so a resume keeps them.
 
-    Must come after ``BackupAndRestore`` in the callback list so it sees the restored epoch.
+    Must come before ``BackupAndRestore`` in the callback list: an epoch's row is written
+    before its backup, so a crash between the two leaves a row the resume drops, never a
+    backup without its row.
     """
 
     def __init__(self, path: Path | None, batch_size: int, steps_per_epoch: int):
@@ -173,15 +175,15 @@ class History(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.rows: list[dict] = []
         self._started = 0.0
-
-    def on_train_begin(self, logs=None):
-        if self.path is not None and self.path.is_file():
-            restored = getattr(self.model, "_initial_epoch", None) or 0
-            self.rows = [
-                row for row in json.loads(self.path.read_text()) if row["epoch"] <= restored
-            ]
+        self._resumed = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed:
+            # The first epoch begins after the backup was restored: ``epoch`` epochs are done.
+            self._resumed = True
+            if self.path is not None and self.path.is_file():
+                saved = json.loads(self.path.read_text())
+                self.rows = [row for row in saved if row["epoch"] <= epoch]
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -228,12 +230,12 @@ def fit(
         config.batch_size,
         config.steps_per_epoch,
     )
-    all_callbacks = []
+    all_callbacks = [history]
     if backup_dir is not None and not across_workers:
         all_callbacks.append(
             keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
         )
-    all_callbacks += [StopOnNonFiniteLoss(), history, *(callbacks or [])]
+    all_callbacks += [StopOnNonFiniteLoss(), *(callbacks or [])]
     if across_workers:
         _fit_across_workers(model, train_dataset, validation, config, strategy, all_callbacks)
         return history.rows
