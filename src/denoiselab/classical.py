@@ -13,6 +13,7 @@ import numpy as np
 from skimage import restoration
 
 from denoiselab import metrics
+from denoiselab.errors import UserError
 
 
 def _channel_axis(image: np.ndarray):
@@ -66,7 +67,7 @@ def bm3d(image: np.ndarray, sigma: float, sigma_scale: float) -> np.ndarray:
     try:
         import bm3d as bm3d_package
     except ImportError as error:
-        raise ValueError(
+        raise UserError(
             "BM3D needs the bm3d package (evaluation only): pip install 'denoiselab[eval]'"
         ) from error
 

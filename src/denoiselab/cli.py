@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from denoiselab.config import CLASSICAL_METHODS
+from denoiselab.errors import UserError
 
 DENOISE_DESCRIPTION = """\
 Denoises images (Gaussian noise, sigma about 0.1 on [0, 1]) and writes each as
@@ -118,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     paths = files.list_images(args.images) if args.images.is_dir() else []
     if not paths:
-        raise ValueError(f"{args.images}: not a folder of PNG, JPEG, TIFF or BMP images")
+        raise UserError(f"{args.images}: not a folder of PNG, JPEG, TIFF or BMP images")
     clean, failures = {}, 0
     for path in paths:
         try:
@@ -154,7 +155,7 @@ def _tune_worker(args: argparse.Namespace) -> int:
     from denoiselab.config import STORAGE_RULE, is_storage, load_params
 
     if args.storage is not None and not is_storage(args.storage):
-        raise ValueError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
+        raise UserError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
     _import_keras()
     from denoiselab import runner, studies, tracking, tuning
 
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from denoiselab.errors import UserError
 from denoiselab.rules import (
     coerce,
     require,
@@ -328,12 +329,12 @@ def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ValueError(f"params.yaml: {name} must be a mapping of keys to values, got {raw!r}")
+        raise UserError(f"params.yaml: {name} must be a mapping of keys to values, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"params.yaml: unknown key {name}.{unknown[0]}; "
             f"allowed keys: {', '.join(sorted(fields))}"
         )
@@ -345,10 +346,10 @@ def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
 
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
-        raise ValueError("params.yaml: the file must hold a mapping of sections")
+        raise UserError("params.yaml: the file must hold a mapping of sections")
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"params.yaml: unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}"
         )
     params = Params(**{name: parse_section(name, raw.get(name)) for name in SECTIONS})
@@ -360,11 +361,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates the whole params file; raises ValueError naming the bad key."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: params file not found")
+        raise UserError(f"{path}: params file not found")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error.__class__.__name__})") from error
+        raise UserError(f"{path}: not valid YAML ({error.__class__.__name__})") from error
     return parse_params(raw)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from denoiselab import files
 from denoiselab.config import PrepareConfig
+from denoiselab.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,16 @@ def source_paths(config: PrepareConfig) -> dict[str, Path]:
         return builtin_paths()
     folder = Path(config.folder)
     if not folder.is_dir():
-        raise ValueError(f"params.yaml: prepare.folder {str(folder)!r} is not a folder")
+        raise UserError(f"params.yaml: prepare.folder {str(folder)!r} is not a folder")
     paths = files.list_images(folder)
     if not paths:
-        raise ValueError(
+        raise UserError(
             f"params.yaml: prepare.folder {str(folder)!r} holds no PNG/JPEG/TIFF/BMP images"
         )
     names: dict[str, Path] = {}
     for path in paths:
         if path.stem in names:
-            raise ValueError(
+            raise UserError(
                 f"{path}: two images share the name {path.stem!r}; rename one "
                 f"(names identify images across the split)"
             )
@@ -111,7 +112,7 @@ def split_names(names: list[str], config: PrepareConfig, seed: int) -> dict[str,
     for key in ("test_images", "val_images"):
         for name in getattr(config, key):
             if name not in available:
-                raise ValueError(
+                raise UserError(
                     f"params.yaml: prepare.{key} names {name!r}, which is not among the "
                     f"source images ({', '.join(sorted(available))})"
                 )
@@ -130,7 +131,7 @@ def split_names(names: list[str], config: PrepareConfig, seed: int) -> dict[str,
     splits = {"train": sorted(rest), "val": sorted(val), "test": sorted(test)}
     for split, members in splits.items():
         if not members:
-            raise ValueError(
+            raise UserError(
                 f"too few images for the splits: {len(names)} usable image(s) leave none for "
                 f"{split}; add images or change prepare.test_fraction / prepare.val_fraction"
             )
@@ -169,7 +170,7 @@ def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
     """
     sources = load_sources(config, channels)
     if not sources.images:
-        raise ValueError("no readable source images; see the skipped files listed above")
+        raise UserError("no readable source images; see the skipped files listed above")
     splits = split_names(sorted(sources.images), config, seed)
     rng = np.random.default_rng(seed)
     result: dict = {}
@@ -177,7 +178,7 @@ def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
         members = [sources.images[name] for name in splits[split]]
         patches = sample_patches(members, config.patch_size, config.stride, count, rng)
         if len(patches) == 0:
-            raise ValueError(
+            raise UserError(
                 f"params.yaml: prepare.patch_size {config.patch_size} is larger than every "
                 f"{split} image; lower it"
             )

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from denoiselab import files, inference, metrics, noise, onnx_export, registry, tracking
+from denoiselab.errors import UserError
 
 MODEL_NAMES = ("cae", "unet", "unet_tuned")
 DEFAULT_MODEL = registry.CHAMPION
@@ -59,7 +60,7 @@ def registered_aliases() -> dict[str, str]:
     try:
         tracking.check_store(uri)
     except ConnectionError as error:
-        raise ValueError(str(error)) from None
+        raise UserError(str(error)) from None
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -116,7 +117,7 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
             return ModelSource(f"models:/{registry.REGISTERED_MODEL}@{spec}", is_mlflow=True)
         folder = root / MODELS_FOLDER / (FALLBACK_MODEL if spec == DEFAULT_MODEL else spec)
         if not (folder / CONFIG_FILE).is_file():
-            raise ValueError(
+            raise UserError(
                 f"no {spec!r} model: the MLflow registry has no alias {spec!r} and {folder} "
                 f"does not exist; run `dvc repro` or pass --model PATH"
             )
@@ -134,7 +135,7 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
         return ModelSource(str(path), is_mlflow=True)
     if path.exists():
         return ModelSource(str(path), is_mlflow=False)
-    raise ValueError(
+    raise UserError(
         f"--model {spec!r}: not champion, cae, unet, unet_tuned, an existing model path or an "
         f"MLflow model URI (models:/NAME@ALIAS, runs:/RUN_ID/PATH)"
     )
@@ -171,7 +172,7 @@ def load_denoiser(source: ModelSource) -> Denoiser:
         model, depth = models.load_any_model(source.location)
     channels = model.input_shape[-1]
     if channels not in (1, 3):
-        raise ValueError(f"{source.location}: model takes {channels} channels; expected 1 or 3")
+        raise UserError(f"{source.location}: model takes {channels} channels; expected 1 or 3")
     return Denoiser(model, depth, channels, source.location)
 
 
@@ -186,9 +187,9 @@ def _load_mlflow_model(uri: str):
                 uri, dst_path=scratch, load_model_kwargs={"safe_mode": True, "compile": False}
             )
         except mlflow.exceptions.MlflowException as error:
-            raise ValueError(f"{uri}: cannot load the MLflow model ({error.message})") from None
+            raise UserError(f"{uri}: cannot load the MLflow model ({error.message})") from None
         except OSError as error:
-            raise ValueError(f"{uri}: cannot load the MLflow model ({error})") from None
+            raise UserError(f"{uri}: cannot load the MLflow model ({error})") from None
 
 
 def denoise_values(
@@ -226,10 +227,10 @@ def denoise_pixels(
     The alpha channel is copied unchanged.
     """
     if pixels.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
+        raise UserError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
     planes = pixels if pixels.ndim == 3 else pixels[..., None]
     if planes.ndim != 3 or planes.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"expected HW or HWC pixels with 1-4 channels, got {pixels.shape}")
+        raise UserError(f"expected HW or HWC pixels with 1-4 channels, got {pixels.shape}")
     has_alpha = planes.shape[-1] in (2, 4)
     colour = planes[..., :-1] if has_alpha else planes
     denoised = denoise_values(denoiser, files.to_float(colour), tile_size)
@@ -250,7 +251,7 @@ def default_evaluation_models(root: Path, aliases: dict[str, str]) -> list[str]:
         if name in aliases or (root / MODELS_FOLDER / name / CONFIG_FILE).is_file()
     ]
     if not found:
-        raise ValueError(
+        raise UserError(
             "no models to evaluate: no champion in the MLflow registry and no folder "
             f"{root / MODELS_FOLDER}/{{cae,unet,unet_tuned}}; run `dvc repro` or pass --models"
         )

@@ -20,6 +20,8 @@ import os
 
 import tensorflow as tf
 
+from denoiselab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TF_CONFIG_EXAMPLE = (
@@ -35,29 +37,27 @@ def parse_tf_config(text: str | None) -> dict:
     of leaving the others waiting for it.
     """
     if not text:
-        raise ValueError(
+        raise UserError(
             "distribution: multi_worker needs the TF_CONFIG environment variable on every "
             f"machine, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}' (each with its own task index)"
         )
     try:
         tf_config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error.msg}): {text!r}") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({error.msg}): {text!r}") from None
     cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
     task = tf_config.get("task") if isinstance(tf_config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ValueError(
-            f"TF_CONFIG needs 'cluster' and 'task' mappings, e.g. {TF_CONFIG_EXAMPLE}"
-        )
+        raise UserError(f"TF_CONFIG needs 'cluster' and 'task' mappings, e.g. {TF_CONFIG_EXAMPLE}")
     task_type, index = task.get("type"), task.get("index")
     members = cluster.get(task_type)
     if not isinstance(members, list) or not isinstance(index, int):
-        raise ValueError(
+        raise UserError(
             f"TF_CONFIG task {task!r} must name a type listed in cluster "
             f"({', '.join(cluster) or 'none'}) and an integer index"
         )
     if not 0 <= index < len(members):
-        raise ValueError(
+        raise UserError(
             f"TF_CONFIG task index {index} is out of range: cluster.{task_type} lists "
             f"{len(members)} addresses"
         )
@@ -107,4 +107,4 @@ def make_strategy(distribution: str) -> tf.distribute.Strategy:
         tf_config = cluster_config(distribution)
         log.info("multi-worker strategy: %s of %s", task_label(tf_config), tf_config["cluster"])
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"distribution must be none, mirrored or multi_worker, got {distribution!r}")
+    raise UserError(f"distribution must be none, mirrored or multi_worker, got {distribution!r}")

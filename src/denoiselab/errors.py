@@ -7,11 +7,20 @@ import sys
 from collections.abc import Callable
 
 
-class NonFiniteLossError(RuntimeError):
+class UserError(ValueError):
+    """A problem the user can fix (a bad param, file, model or store), told in one line.
+
+    Only this type becomes a one-line message with exit status 2; any other exception is a
+    bug and keeps its traceback.
+    """
+
+
+class StoreUnreachableError(UserError, ConnectionError):
+    """The MLflow or Optuna store named in the settings cannot be reached."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
     """Training produced a NaN or infinite loss; no model is saved."""
-
-
-USER_ERRORS = (ValueError, ConnectionError, NonFiniteLossError)
 
 
 def stage_main(main: Callable[[], None]) -> None:
@@ -19,6 +28,6 @@ def stage_main(main: Callable[[], None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main()
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from denoiselab.errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -47,9 +49,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise ValueError(f"{path}: file not found") from error
+        raise UserError(f"{path}: file not found") from error
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg})") from error
+        raise UserError(f"{path}: not valid JSON ({error.msg})") from error
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -63,7 +65,7 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Loads an .npz written by :func:`save_arrays`; never unpickles."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: file not found; run the stage that writes it (dvc repro)")
+        raise UserError(f"{path}: file not found; run the stage that writes it (dvc repro)")
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
 
@@ -122,9 +124,9 @@ def _pillow_to_array(image: Image.Image) -> np.ndarray:
         array = np.asarray(image)
         if array.min() >= 0 and array.max() <= 65535:
             return array.astype(np.uint16)
-        raise ValueError("32-bit integer images are not supported")
+        raise UserError("32-bit integer images are not supported")
     if mode == "F":
-        raise ValueError("floating-point images are not supported")
+        raise UserError("floating-point images are not supported")
     if mode in ("1", "L", "P", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         target = {"1": "L", "L": "L", "LA": "LA", "PA": "RGBA"}.get(mode, "RGB")
         if mode == "P":
@@ -143,7 +145,7 @@ def to_float(array: np.ndarray) -> np.ndarray:
         return np.clip(array, 0.0, 1.0).astype(np.float32)
     if array.dtype == bool:
         return array.astype(np.float32)
-    raise ValueError(f"unsupported image dtype {array.dtype}")
+    raise UserError(f"unsupported image dtype {array.dtype}")
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -174,7 +176,7 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         if array.ndim == 2:
             image = Image.fromarray(array)
         else:
-            raise ValueError("16-bit colour PNG output needs imageio; see write_image")
+            raise UserError("16-bit colour PNG output needs imageio; see write_image")
     else:
         image = Image.fromarray(array)
     with atomic_path(path) as temporary:

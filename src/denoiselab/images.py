@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from denoiselab import files
+from denoiselab.errors import UserError
 
 ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -174,7 +175,7 @@ def write_png(path: str | Path, image: DecodedImage) -> None:
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     if pixels.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"PNG output needs uint8 or uint16 pixels, got {pixels.dtype}")
+        raise UserError(f"PNG output needs uint8 or uint16 pixels, got {pixels.dtype}")
     with files.atomic_path(path) as temporary:
         if pixels.dtype == np.uint16 and pixels.ndim == 3:
             exif = _exif_bytes(image.orientation)
@@ -210,7 +211,7 @@ def encode_png16(
     row uses PNG's Sub filter (difference to the pixel on the left), which compresses photos.
     """
     if pixels.ndim != 3 or pixels.shape[-1] not in PNG_COLOUR_TYPES:
-        raise ValueError(f"expected HWC pixels with 1-4 channels, got shape {pixels.shape}")
+        raise UserError(f"expected HWC pixels with 1-4 channels, got shape {pixels.shape}")
     height, width, channels = pixels.shape
     rows = pixels.astype(">u2").reshape(height, width * channels).view(np.uint8)
     bytes_per_pixel = 2 * channels

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from denoiselab.errors import UserError
+
 DEFAULT_TILE = 512
 DEFAULT_MARGIN = 48
 
@@ -59,7 +61,7 @@ def denoise_image(
     and no seam shows.
     """
     if image.ndim != 3:
-        raise ValueError(f"expected an HWC image, got shape {image.shape}")
+        raise UserError(f"expected an HWC image, got shape {image.shape}")
     multiple = 2**depth
     margin = tile_margin(depth) if margin is None else margin
     # Tiles on the pooling grid keep each tile's result equal to the whole image's.

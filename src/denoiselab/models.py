@@ -16,6 +16,7 @@ from keras import layers
 
 from denoiselab import files
 from denoiselab.config import ModelConfig
+from denoiselab.errors import UserError
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"
@@ -95,7 +96,7 @@ def build_model(config: ModelConfig) -> keras.Model:
     try:
         builder = MODEL_BUILDERS[config.model]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"unknown model {config.model!r}; choose one of {sorted(MODEL_BUILDERS)}"
         ) from None
     previous = keras.config.dtype_policy()
@@ -165,13 +166,13 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
         config = ModelConfig(**info["model_config"])
         config.validate("config.json")
     except (KeyError, TypeError) as error:
-        raise ValueError(
+        raise UserError(
             f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})"
         ) from error
     model = build_model(config)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise ValueError(f"{weights}: weights file not found")
+        raise UserError(f"{weights}: weights file not found")
     model.load_weights(weights)
     return model, info
 
@@ -185,7 +186,7 @@ def load_any_model(path: str | Path) -> tuple[keras.Model, int]:
     if path.suffix == ".keras" and path.is_file():
         model = keras.models.load_model(path, safe_mode=True, compile=False)
         return model, infer_depth(model)
-    raise ValueError(f"{path}: not a model folder (config.json + weights) or a .keras file")
+    raise UserError(f"{path}: not a model folder (config.json + weights) or a .keras file")
 
 
 def infer_depth(model: keras.Model) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from denoiselab.errors import UserError
+
 
 def add_gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Returns ``clip(images + N(0, sigma), 0, 1)`` as float32.
@@ -12,7 +14,7 @@ def add_gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generato
     ``numpy.random.default_rng(seed)`` so the draw is reproducible.
     """
     if sigma <= 0:
-        raise ValueError(f"noise sigma must be positive, got {sigma}")
+        raise UserError(f"noise sigma must be positive, got {sigma}")
     noise = rng.normal(0.0, sigma, images.shape)
     return np.clip(images + noise, 0.0, 1.0).astype(np.float32)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from denoiselab.errors import UserError
+
 ONNX_FILE = "model.onnx"
 OPSET = 17
 # onnxruntime 1.30 reads IR versions up to 13; onnx 1.23 would write 14 by default.
@@ -110,7 +112,7 @@ def export_onnx(model, path: str | Path) -> None:
         elif isinstance(layer, layers.Subtract):
             nodes.append(helper.make_node("Sub", sources, [name]))
         else:
-            raise ValueError(
+            raise UserError(
                 f"ONNX export: layer {name!r} ({type(layer).__name__}) is not supported"
             )
     output_name = model.layers[-1].name
@@ -147,7 +149,7 @@ def export_onnx(model, path: str | Path) -> None:
 def _activation(name: str, layer_name: str) -> str:
     ops = {"relu": "Relu", "sigmoid": "Sigmoid"}
     if name not in ops:
-        raise ValueError(f"ONNX export: activation {name!r} of {layer_name!r} is not supported")
+        raise UserError(f"ONNX export: activation {name!r} of {layer_name!r} is not supported")
     return ops[name]
 
 

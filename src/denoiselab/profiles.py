@@ -8,12 +8,14 @@ from typing import Any
 
 import yaml
 
+from denoiselab.errors import UserError
+
 
 def load_profile(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a profile is a mapping of dotted params keys to values")
+        raise UserError(f"{path}: a profile is a mapping of dotted params keys to values")
     return raw
 
 
@@ -23,7 +25,7 @@ def apply_profile(params: dict, profile: dict[str, Any]) -> dict:
     for dotted, value in profile.items():
         section, _, key = dotted.partition(".")
         if section not in result or not key:
-            raise ValueError(f"profile key {dotted!r} does not name section.key in params.yaml")
+            raise UserError(f"profile key {dotted!r} does not name section.key in params.yaml")
         result[section][key] = value
     return result
 

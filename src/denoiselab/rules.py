@@ -7,10 +7,12 @@ import types
 import typing
 from typing import Any
 
+from denoiselab.errors import UserError
+
 
 def require(condition: bool, section: str, key: str, rule: str, value: Any) -> None:
     if not condition:
-        raise ValueError(f"params.yaml: {section}.{key} {rule}, got {value!r}")
+        raise UserError(f"params.yaml: {section}.{key} {rule}, got {value!r}")
 
 
 def require_choice(value: Any, choices: tuple, section: str, key: str) -> None:
@@ -66,28 +68,28 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         return coerce(value, inner[0], key)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"params.yaml: {key} must be a list, got {value!r}")
+            raise UserError(f"params.yaml: {key} must be a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(item, args[0], key) for item in value)
         if len(value) != len(args):
-            raise ValueError(
+            raise UserError(
                 f"params.yaml: {key} must be a list of {len(args)} values, got {value!r}"
             )
         return tuple(coerce(item, arg, key) for item, arg in zip(value, args, strict=True))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"params.yaml: {key} must be true or false, got {value!r}")
+            raise UserError(f"params.yaml: {key} must be true or false, got {value!r}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"params.yaml: {key} must be an integer, got {value!r}")
+            raise UserError(f"params.yaml: {key} must be an integer, got {value!r}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"params.yaml: {key} must be a number, got {value!r}")
+            raise UserError(f"params.yaml: {key} must be a number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ValueError(f"params.yaml: {key} must be a string, got {value!r}")
+            raise UserError(f"params.yaml: {key} must be a string, got {value!r}")
         return value
     return value

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from denoiselab import tracking
 from denoiselab.config import BaseConfig, TuneConfig, to_dict
+from denoiselab.errors import StoreUnreachableError, UserError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 CREATE_ATTEMPTS = 4
@@ -73,9 +74,11 @@ def _lost_creation_race(error: sqlalchemy.exc.DatabaseError) -> bool:
     return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in message
 
 
-def _unreachable(location: str, error: sqlalchemy.exc.DatabaseError) -> ConnectionError:
+def _unreachable(location: str, error: sqlalchemy.exc.DatabaseError) -> StoreUnreachableError:
     reason = tracking.redact(str(error.orig or error)).splitlines()[0]
-    return ConnectionError(f"Optuna storage {tracking.redact(location)} is unreachable ({reason})")
+    return StoreUnreachableError(
+        f"Optuna storage {tracking.redact(location)} is unreachable ({reason})"
+    )
 
 
 def _rdb_storage(location: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
@@ -83,7 +86,7 @@ def _rdb_storage(location: str, engine_kwargs: dict) -> optuna.storages.RDBStora
     try:
         return optuna.storages.RDBStorage(location, engine_kwargs=engine_kwargs)
     except ImportError:
-        raise ValueError(
+        raise UserError(
             f"Optuna storage {shown} needs its database driver (psycopg2 for PostgreSQL); "
             f"install the team extra: pip install -e '.[team]'"
         ) from None

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from denoiselab.errors import StoreUnreachableError
+
 EXPERIMENT_NAME = "denoiselab"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -82,14 +84,16 @@ def check_store(uri: str | None = None, timeout: float = 5.0) -> None:
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = redact(str(getattr(error, "reason", error)))
-            raise ConnectionError(
+            raise StoreUnreachableError(
                 f"MLflow tracking server {shown} is unreachable ({reason}); start it, or unset "
                 f"MLFLOW_TRACKING_URI to use the local sqlite store"
             ) from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConnectionError(f"MLflow store {shown}: folder {folder} is missing or read-only")
+            raise StoreUnreachableError(
+                f"MLflow store {shown}: folder {folder} is missing or read-only"
+            )
 
 
 def setup(experiment: str = EXPERIMENT_NAME) -> str:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from denoiselab import files
 from denoiselab.config import TrainConfig
-from denoiselab.errors import NonFiniteLossError
+from denoiselab.errors import NonFiniteLossError, UserError
 
 log = logging.getLogger(__name__)
 # Retracing notices when a search builds many models are expected, not actionable.
@@ -92,7 +92,7 @@ def make_train_dataset(
         source = clean
     else:
         if noisy is None:
-            raise ValueError("fixed-noise training needs the noisy patches from add_noise")
+            raise UserError("fixed-noise training needs the noisy patches from add_noise")
         source = np.concatenate([noisy, clean], axis=-1)
     patches = tf.constant(source)
     draws = config.epochs * config.steps_per_epoch * config.batch_size
@@ -215,7 +215,7 @@ def fit(
     """
     strategy = strategy or tf.distribute.get_strategy()
     if model.distribute_strategy is not strategy:
-        raise ValueError(
+        raise UserError(
             "the model was built outside the distribution strategy's scope; build it inside "
             "`with strategy.scope():`"
         )

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from denoiselab import files, models, studies, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
-from denoiselab.errors import NonFiniteLossError
+from denoiselab.errors import NonFiniteLossError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def trial_weights(trial: FrozenTrial, folder: Path) -> list[np.ndarray] | None:
 def best_summary(study: optuna.Study) -> dict:
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
-        raise ValueError(
+        raise UserError(
             f"no trial of study {study.study_name} completed ({len(study.trials)} pruned, failed "
             f"or running); raise tune_unet.trial_budget_tflop or narrow the search space"
         )
