@@ -139,19 +139,26 @@ fi
 s3_buckets mlflow dvc
 
 TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
-# The server's background job runners serve GenAI features this project does not use.
-if start_detached mlflow env MLFLOW_S3_ENDPOINT_URL="$S3_URL" \
-    AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
-    AWS_DEFAULT_REGION=us-east-1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-    "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
-    --workers 1 \
-    --backend-store-uri "postgresql+psycopg2://$DB_USER:$DB_PASSWORD@127.0.0.1:$POSTGRES_PORT/mlflow" \
-    --artifacts-destination s3://mlflow/artifacts; then
+# Secrets reach the server through its environment, which only its user can read, never through
+# a command line, which every user of the host sees in ps: `mlflow server` takes
+# --backend-store-uri from MLFLOW_BACKEND_STORE_URI. The subshell keeps them out of this
+# script's own environment. The server's background job runners serve GenAI features this
+# project does not use.
+if (
+    export MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://$DB_USER:$DB_PASSWORD@127.0.0.1:$POSTGRES_PORT/mlflow"
+    export MLFLOW_S3_ENDPOINT_URL="$S3_URL" AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" \
+        AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" AWS_DEFAULT_REGION=us-east-1 \
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+    start_detached mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+        --workers 1 --artifacts-destination s3://mlflow/artifacts
+); then
     wait_for mlflow "$BIN/python -c \"import urllib.request; urllib.request.urlopen('$TRACKING_URI/health', timeout=2)\""
     say "MLflow on $TRACKING_URI"
 fi
 
-cat > "$SERVICES_DIR/env" <<ENV
+# The file holds the passwords: it is created private, not made private after it was written.
+rm -f "$SERVICES_DIR/env"
+( umask 077; cat > "$SERVICES_DIR/env" ) <<ENV
 # source this file to use the stack started by services/start.sh
 export MLFLOW_TRACKING_URI=$TRACKING_URI
 export MLFLOW_S3_ENDPOINT_URL=$S3_URL

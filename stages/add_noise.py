@@ -1,4 +1,5 @@
-"""DVC stage add_noise: seeded, clipped Gaussian noise on the train/val patches and test images."""
+"""DVC stage add_noise: seeded, clipped Gaussian noise on train/val patches, whole val and test
+images."""
 
 import argparse
 from pathlib import Path
@@ -25,9 +26,16 @@ def main() -> None:
         files.save_arrays(
             args.out / f"{split}.npz", {"patches": noise.add_gaussian_noise(clean, sigma, rng)}
         )
-    test = files.load_arrays(args.prepared / "test.npz")
-    files.save_arrays(args.out / "test.npz", noise.noisy_test_images(test, sigma, seed))
-    print(f"added noise (sigma {sigma}, seed {seed}) to train, val and {len(test)} test images")
+    # Whole images get one generator each (docs/protocol.md), the patches one per split.
+    counts = {}
+    for name in ("test", "val_images"):
+        clean = files.load_arrays(args.prepared / f"{name}.npz")
+        files.save_arrays(args.out / f"{name}.npz", noise.noisy_images(clean, sigma, seed))
+        counts[name] = len(clean)
+    print(
+        f"added noise (sigma {sigma}, seed {seed}) to the train and val patches, "
+        f"{counts['val_images']} whole val images and {counts['test']} test images"
+    )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,9 @@
 import argparse
 from pathlib import Path
 
-from denoiselab import files, plots, tracking
+from denoiselab import files, model_store, plots, tracking
 from denoiselab.config import load_params
 from denoiselab.errors import stage_main
-
-MODEL_NAMES = ("cae", "unet", "unet_tuned")
 
 
 def main() -> None:
@@ -26,10 +24,12 @@ def main() -> None:
     params = load_params(args.params)
     tracking.check_store()
     dpi = params.plot.dpi
-    histories = {name: files.read_json(args.history / f"{name}.json") for name in MODEL_NAMES}
+    histories = {
+        name: files.read_json(args.history / f"{name}.json") for name in model_store.TRAINED_MODELS
+    }
     summary = files.read_json(args.metrics)
     clean = files.load_arrays(args.prepared / "test.npz")
-    columns = ["noisy", *MODEL_NAMES]
+    columns = ["noisy", *model_store.TRAINED_MODELS]
     denoised = {name: files.load_arrays(args.denoised / f"{name}.npz") for name in columns}
 
     figures = {
@@ -45,13 +45,10 @@ def main() -> None:
         print(f"wrote {args.out / filename}")
 
     tracking.setup()
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for name in MODEL_NAMES:
-        run_id = files.read_json(args.models / name / "config.json")["mlflow_run_id"]
+    for name in model_store.TRAINED_MODELS:
+        info = files.read_json(args.models / name / model_store.CONFIG_FILE)
         for filename in figures:
-            client.log_artifact(run_id, str(args.out / filename), artifact_path="figures")
+            tracking.log_artifact(args.out / filename, "figures", run_id=info["mlflow_run_id"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage prepare: clean images -> train/val patches, whole test images, manifest."""
+"""DVC stage prepare: clean images -> train/val patches, whole val and test images, manifest."""
 
 import argparse
 from pathlib import Path
@@ -20,6 +20,7 @@ def main() -> None:
     files.save_arrays(args.out / "train.npz", {"patches": result["train"]})
     files.save_arrays(args.out / "val.npz", {"patches": result["val"]})
     files.save_arrays(args.out / "test.npz", result["test"])
+    files.save_arrays(args.out / "val_images.npz", result["val_images"])
     files.write_json(args.out / "manifest.json", result["manifest"])
     counts = result["manifest"]["counts"]
     print(

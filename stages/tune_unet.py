@@ -39,10 +39,8 @@ def main() -> None:
     with tracking.model_run("unet_tune", "tune_unet", search_params) as parent:
         tuning.run_trials(study, tune, base, data, parent.info.run_id, folder)
         summary = tuning.best_summary(study)
-        import mlflow
-
-        mlflow.log_metric("best_val_psnr", summary["best_val_psnr"])
-        mlflow.log_params({f"best.{key}": value for key, value in summary["params"].items()})
+        tracking.log_metrics({"best_val_psnr": summary["best_val_psnr"]})
+        tracking.log_params({f"best.{key}": value for key, value in summary["params"].items()})
     print(f"best trial {summary['best_trial']}: {summary['params']}", flush=True)
 
     patch_size = data["clean_train"].shape[1]

@@ -2,13 +2,14 @@
 so the default denoise needs neither MLflow nor TensorFlow."""
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
 
-from denoiselab import denoise, models, registry, tracking
+from denoiselab import model_store, models, registry, tracking
 from denoiselab.config import ModelConfig
 
 
@@ -22,30 +23,58 @@ def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, monkeypatch)
     tracking.setup()
     config = ModelConfig(model="unet", base_filters=4, depth=2)
     model = models.build_model(config)
-    run_ids = {}
-    for name in ("unet", "unet_tuned"):
+    candidates = []
+    for name, val_psnr in (("unet", 30.0), ("unet_tuned", 31.0)):
+        folder = tmp_path / "models" / name
         with mlflow.start_run(run_name=name) as run:
-            info = tracking.log_keras_model(model, 1)
-        run_ids[name] = run.info.run_id
-        extra = {"mlflow_run_id": run.info.run_id, "mlflow_model_uri": info.model_uri}
-        models.save_model_dir(model, config, tmp_path / "models" / name, extra)
-    uris = {
-        name: json.loads((tmp_path / f"models/{name}/config.json").read_text())["mlflow_model_uri"]
-        for name in run_ids
-    }
-    scores = {"unet": {"psnr": 30.0, "ssim": 0.8}, "unet_tuned": {"psnr": 31.0, "ssim": 0.85}}
-    assert registry.register_and_crown(run_ids, uris, scores) == "unet_tuned"
+            models.save_model_dir(model, config, folder, {"mlflow_run_id": run.info.run_id})
+            info = tracking.log_denoiser_model(folder, 1)
+        candidates.append(
+            registry.Candidate(
+                name=name,
+                run_id=run.info.run_id,
+                model_uri=info.model_uri,
+                val_psnr=val_psnr,
+                test_scores={"psnr": 40.0 - val_psnr, "ssim": 0.8},
+                data_hash="data",
+                channels=1,
+            )
+        )
+    [crowning] = registry.register_and_crown(candidates)
+    assert crowning.model_name == "unet_tuned"
 
-    aliases = denoise.registered_aliases()
-    assert aliases["champion"] == run_ids["unet_tuned"]
-    source = denoise.locate_model("champion", tmp_path, aliases)
-    assert source == denoise.ModelSource(str(tmp_path / "models/unet_tuned"), is_mlflow=False)
-    assert denoise.runs_without_keras(source)
+    aliases = registry.registered_aliases()
+    assert aliases["champion"] == candidates[1].run_id
+    source = model_store.locate_model("champion", tmp_path, aliases)
+    expected = model_store.ModelSource(str(tmp_path / "models/unet_tuned"), is_mlflow=False)
+    assert source == expected
+    assert model_store.runs_without_keras(source)
 
     # A champion whose run is not in the workspace loads from the registry instead.
     (tmp_path / "models/unet_tuned/config.json").write_text(json.dumps({"mlflow_run_id": "x"}))
-    source = denoise.locate_model("champion", tmp_path, aliases)
+    source = model_store.locate_model("champion", tmp_path, aliases)
     assert source.location == "models:/denoiselab@champion" and source.is_mlflow
+
+
+def test_champion_resolution_needs_no_mlflow_while_the_store_is_unchanged(tmp_path, monkeypatch):
+    """The alias cache answers without importing MLflow; it was written by the registry."""
+    (tmp_path / ".dvc").mkdir()
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"not read while the cache is fresh")
+    stat = store.stat()
+    cache = {"store": [stat.st_mtime_ns, stat.st_size], "aliases": {"champion": "run-1"}}
+    (tmp_path / f"mlflow.db{registry.ALIAS_CACHE_SUFFIX}").write_text(json.dumps(cache))
+    probe = (
+        "import sys; from denoiselab import registry; "
+        "assert registry.registered_aliases() == {'champion': 'run-1'}; "
+        "assert 'mlflow' not in sys.modules, 'mlflow was imported'"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=environment,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_denoise_with_an_onnx_folder_never_imports_tensorflow(tmp_path):

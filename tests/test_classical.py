@@ -40,3 +40,10 @@ def test_param_grid_comes_from_the_evaluate_section():
     config = EvaluateConfig(tv_weights=(0.05, 0.1), nl_means_h=(0.07,))
     assert classical.param_grid("tv", config) == [{"weight": 0.05}, {"weight": 0.1}]
     assert classical.param_grid("wavelet", config) == [{}]
+
+
+def test_a_one_point_grid_is_not_scored_and_reports_no_psnr():
+    clean = np.stack([smooth_image(32)])
+    noisy = noise.add_gaussian_noise(clean, 0.1, np.random.default_rng(0))
+    chosen, score = classical.select_params("wavelet", [{}], clean, noisy, 0.1)
+    assert chosen == {} and score is None

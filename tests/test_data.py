@@ -1,9 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
+from conftest import run_command
 from PIL import Image
+from skimage import color
 
-from denoiselab import data, files
+from denoiselab import data, files, noise
 from denoiselab.config import PrepareConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_images(folder, count, size=(40, 48)):
@@ -89,13 +98,30 @@ def test_mixed_modes_and_bit_depths_become_float_in_range(tmp_path):
     Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)).save(
         folder / "deep.png"
     )
-    Image.fromarray(np.zeros((40, 48, 4), np.uint8)).save(folder / "alpha.png")
+    # An orange image that is fully transparent on its left half: its colours must survive,
+    # not turn black where it is transparent, nor let the alpha channel count as a colour.
+    rgba = np.zeros((40, 48, 4), np.uint8)
+    rgba[..., :3] = (240, 120, 30)
+    rgba[:, 24:, 3] = 255
+    Image.fromarray(rgba).save(folder / "alpha.png")
     result = data.prepare(
         folder_config(folder, test_images=("deep",), val_images=("alpha",)), 1, 0
     )
     deep = result["test"]["deep"]
     assert deep.dtype == np.float32 and deep.shape == (40, 48, 1)
     assert deep.max() == pytest.approx((40 * 48 - 1) * 30 / 65535, rel=1e-5)
+    alpha = result["val_images"]["alpha"]
+    assert alpha.dtype == np.float32 and alpha.shape == (40, 48, 1)
+    expected_gray = color.rgb2gray(np.array([[[240, 120, 30]]]) / 255.0)[0, 0]
+    np.testing.assert_allclose(alpha, expected_gray, rtol=1e-6)
+    np.testing.assert_allclose(result["val"], expected_gray, rtol=1e-6)
+    in_colour = data.prepare(
+        folder_config(folder, test_images=("deep",), val_images=("alpha",)), 3, 0
+    )
+    np.testing.assert_allclose(
+        in_colour["val_images"]["alpha"],
+        np.broadcast_to([240 / 255, 120 / 255, 30 / 255], (40, 48, 3)),
+    )
 
 
 def test_builtin_source_lists_only_natural_photographs():
@@ -110,3 +136,91 @@ def test_patches_cover_the_grid():
     patches = data.extract_patches(image, 8, 4)
     assert patches.shape == (16, 8, 8, 1)
     np.testing.assert_array_equal(patches[1], image[0:8, 4:12])
+
+
+def test_val_images_are_the_whole_val_split(tmp_path):
+    folder = write_images(tmp_path / "images", 8)
+    for config in (
+        folder_config(folder),
+        folder_config(folder, test_images=("img01",), val_images=("img02", "img05")),
+    ):
+        result = data.prepare(config, channels=1, seed=0)
+        val = {e["name"] for e in result["manifest"]["images"] if e["split"] == "val"}
+        assert set(result["val_images"]) == val
+        for name, image in result["val_images"].items():
+            raw = files.read_image_raw(folder / f"{name}.png")
+            np.testing.assert_array_equal(image, files.to_channels(files.to_float(raw), 1))
+
+
+def banded_images(folder, count, size=(40, 48)):
+    """Gray images whose pixel values identify them: image i only holds values 10i..10i+9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = (10 * index + rng.integers(0, 10, size)).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:02d}.png")
+    return folder
+
+
+def owners(patches):
+    """The indices of the images that the pixels of ``patches`` come from."""
+    return set(np.unique(np.round(patches * 255).astype(int) // 10).tolist())
+
+
+SPLIT_CONFIGS = {
+    "names": dict(test_images=("img01", "img04"), val_images=("img02", "img07")),
+    "test names, val fraction": dict(test_images=("img01", "img04"), val_fraction=0.2),
+    "test fraction, val names": dict(val_images=("img02", "img07"), test_fraction=0.2),
+    "fractions": dict(test_fraction=0.2, val_fraction=0.2),
+    "a name in both lists": dict(test_images=("img01", "img04"), val_images=("img04", "img07")),
+}
+
+
+@pytest.mark.parametrize("overrides", SPLIT_CONFIGS.values(), ids=SPLIT_CONFIGS)
+def test_no_test_or_val_image_reaches_training(tmp_path, overrides):
+    # The invariant every evaluation rests on: the model never trains on what scores it.
+    names = [f"img{index:02d}" for index in range(10)]
+    for seed in range(5):
+        splits = data.split_names(names, folder_config(tmp_path, **overrides), seed)
+        train, val, test = (set(splits[key]) for key in ("train", "val", "test"))
+        assert not train & test and not train & val and not val & test
+        assert train | val | test == set(names)
+        assert set(overrides.get("test_images", ())) <= test
+    folder = banded_images(tmp_path / "images", 10)
+    config = folder_config(folder, max_train_patches=100_000, **overrides)
+    result = data.prepare(config, channels=1, seed=0)
+    by_split = {}
+    for entry in result["manifest"]["images"]:
+        by_split.setdefault(entry["split"], set()).add(int(entry["name"][3:]))
+    assert owners(result["train"]) == by_split["train"]
+    assert owners(result["val"]) <= by_split["val"]
+    assert not owners(result["train"]) & (by_split["val"] | by_split["test"])
+
+
+def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
+    # The evaluate stage reads data/prepared/val_images.npz and data/noisy/val_images.npz.
+    folder = write_images(tmp_path / "images", 6, size=(56, 64))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(
+        source="folder", folder=str(folder), test_images=["img01"], val_images=["img03", "img04"],
+        patch_size=48, stride=8,
+    )  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage, args in (
+        ("prepare", ["--out", "prepared"]),
+        ("add_noise", ["--prepared", "prepared", "--out", "noisy"]),
+    ):
+        command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--params", "params.yaml"]
+        run_command(command + args, tmp_path, dict(os.environ), timeout=300)
+    clean = files.load_arrays(tmp_path / "prepared/val_images.npz")
+    assert sorted(clean) == ["img03", "img04"]
+    for name, image in clean.items():
+        raw = files.read_image_raw(folder / f"{name}.png")
+        np.testing.assert_array_equal(image, files.to_channels(files.to_float(raw), 1))
+    noisy = files.load_arrays(tmp_path / "noisy/val_images.npz")
+    expected = noise.noisy_images(
+        clean, params["base"]["noise_sigma"], params["add_noise"]["seed"]
+    )
+    assert sorted(noisy) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(noisy[name], expected[name])

@@ -3,6 +3,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from keras import layers
 
 from denoiselab import models
 from denoiselab.config import ModelConfig
@@ -61,11 +62,38 @@ def test_residual_unet_with_zero_noise_head_is_identity():
     np.testing.assert_allclose(model(batch), batch, atol=1e-6)
 
 
-def test_unet_has_skip_connections_and_cae_has_none():
-    unet = models.build_model(CONFIGS[1])
+def zero_layer(model, name):
+    layer = model.get_layer(name)
+    layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+
+
+def test_unet_skips_carry_the_image_past_a_cut_bottleneck_and_cae_has_none():
+    # With the path through the bottleneck cut (its output zeroed), only skip connections can
+    # carry the input to the output: the U-Net's output must still depend on its input, the
+    # CAE's must not.
+    batches = np.random.default_rng(4).random((2, 1, 16, 16, 1)).astype(np.float32)
+    unet = models.build_model(ModelConfig(model="unet", base_filters=4, depth=2, residual=False))
+    zero_layer(unet, "dec1_up")
     cae = models.build_model(CONFIGS[0])
-    assert any("skip" in layer.name for layer in unet.layers)
-    assert not any("skip" in layer.name for layer in cae.layers)
+    zero_layer(cae, "bottleneck_conv")
+    assert np.abs(unet(batches[0]) - unet(batches[1])).max() > 1e-3
+    np.testing.assert_array_equal(cae(batches[0]), cae(batches[1]))
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_every_unet_decoder_level_reads_its_skip(level):
+    # The decoder's first convolution sees [upsampled, skip] channels; zeroing the kernel's
+    # skip half changes the output only if the skip is really concatenated in.
+    model = models.build_model(CONFIGS[1])
+    batch = np.random.default_rng(5).random((1, 16, 16, 1)).astype(np.float32)
+    before = np.asarray(model(batch))
+    conv = model.get_layer(f"dec{level}a_conv")
+    kernel, *rest = conv.get_weights()
+    width = CONFIGS[1].base_filters * 2**level
+    assert kernel.shape[2] == 2 * width
+    kernel[:, :, width:, :] = 0
+    conv.set_weights([kernel, *rest])
+    assert np.abs(np.asarray(model(batch)) - before).max() > 1e-4
 
 
 def test_flops_count_grows_with_width():
@@ -101,3 +129,116 @@ def test_onnx_export_computes_what_keras_computes(config, tmp_path):
     np.testing.assert_allclose(runner(batch), model(batch), atol=1e-5)
     onnx_export.export_onnx(model, tmp_path / "again.onnx")
     assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+)
+def test_onnx_export_of_a_bfloat16_model_agrees_within_bfloat16_rounding(config, tmp_path):
+    from denoiselab import onnx_export, precision
+
+    # The models train in mixed_bfloat16 where the hardware runs it; the export is float32
+    # (the weights are float32 variables either way), so the two differ by bfloat16 rounding:
+    # activations keep 8 significant bits, a relative step of 2**-8, and outputs are near 1.
+    model = models.build_model(dataclasses.replace(config, precision="mixed_bfloat16"))
+    if precision.choose("mixed_bfloat16", precision.detect()).precision == "mixed_bfloat16":
+        assert models.model_precision(model) == "mixed_bfloat16"
+    onnx_export.export_onnx(model, tmp_path / "model.onnx")
+    runner = onnx_export.OnnxModel(tmp_path / "model.onnx")
+    batch = np.random.default_rng(3).random((2, 24, 40, config.channels)).astype(np.float32)
+    np.testing.assert_allclose(runner(batch), model(batch), atol=2**-7)
+
+
+def functional(*body, inputs=None):
+    inputs = inputs or keras.Input(shape=(None, None, 4), name="x")
+    x = inputs
+    for layer in body:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def shared_layer_model():
+    inputs = keras.Input(shape=(None, None, 4), name="x")
+    conv = layers.Conv2D(4, 3, padding="same", name="bad")
+    return keras.Model(inputs, conv(conv(inputs)))
+
+
+def concatenate_on_width():
+    inputs = keras.Input(shape=(None, None, 4), name="x")
+    return keras.Model(inputs, layers.Concatenate(axis=2, name="bad")([inputs, inputs]))
+
+
+def two_outputs():
+    inputs = keras.Input(shape=(None, None, 4), name="x")
+    return keras.Model(inputs, [layers.ReLU(name="bad")(inputs), inputs])
+
+
+UNTRANSLATED = {
+    "conv-dilation": lambda: functional(
+        layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="bad")
+    ),
+    "conv-groups": lambda: functional(layers.Conv2D(4, 3, padding="same", groups=2, name="bad")),
+    "conv-transpose-same": lambda: functional(
+        layers.Conv2DTranspose(4, 2, strides=2, padding="same", name="bad")
+    ),
+    "conv-transpose-output-padding": lambda: functional(
+        layers.Conv2DTranspose(4, 3, strides=2, output_padding=1, name="bad")
+    ),
+    "conv-transpose-kernel-below-stride": lambda: functional(
+        layers.Conv2DTranspose(4, 1, strides=2, name="bad")
+    ),
+    "conv-transpose-activation": lambda: functional(
+        layers.Conv2DTranspose(4, 2, strides=2, activation="relu", name="bad")
+    ),
+    "conv-dilated-transpose": lambda: functional(
+        layers.Conv2DTranspose(4, 2, dilation_rate=2, name="bad")
+    ),
+    "conv-activation": lambda: functional(
+        layers.Conv2D(4, 3, padding="same", activation="tanh", name="bad")
+    ),
+    "pool-same": lambda: functional(layers.MaxPooling2D(2, padding="same", name="bad")),
+    "upsampling-bilinear": lambda: functional(
+        layers.UpSampling2D(2, interpolation="bilinear", name="bad")
+    ),
+    "batch-norm-no-center": lambda: functional(
+        layers.BatchNormalization(center=False, name="bad")
+    ),
+    "batch-norm-axis": lambda: functional(
+        layers.BatchNormalization(axis=1, name="bad"), inputs=keras.Input(shape=(8, 8, 4))
+    ),
+    "unknown-layer": lambda: functional(layers.Dense(4, name="bad")),
+    "activation": lambda: functional(layers.Activation("elu", name="bad")),
+    "shared-layer": shared_layer_model,
+    "concatenate-axis": concatenate_on_width,
+}
+
+
+@pytest.mark.parametrize("build", UNTRANSLATED.values(), ids=UNTRANSLATED.keys())
+def test_onnx_export_refuses_what_it_does_not_translate(build, tmp_path):
+    from denoiselab import onnx_export
+
+    with pytest.raises(ValueError, match="'bad'") as error:
+        onnx_export.export_onnx(build(), tmp_path / "model.onnx")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_onnx_export_refuses_several_outputs(tmp_path):
+    from denoiselab import onnx_export
+
+    with pytest.raises(ValueError, match="2 outputs"):
+        onnx_export.export_onnx(two_outputs(), tmp_path / "model.onnx")
+
+
+def test_onnx_export_translates_valid_padding_and_strides(tmp_path):
+    from denoiselab import onnx_export
+
+    model = functional(
+        layers.Conv2D(4, 3, padding="valid", name="valid"),
+        layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="strided"),
+        layers.Conv2DTranspose(4, 3, strides=2, name="up"),
+    )
+    onnx_export.export_onnx(model, tmp_path / "model.onnx")
+    batch = np.random.default_rng(6).random((2, 15, 17, 4)).astype(np.float32)
+    output = onnx_export.OnnxModel(tmp_path / "model.onnx")(batch)
+    np.testing.assert_allclose(output, model(batch), atol=1e-5)

@@ -1,4 +1,5 @@
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -25,11 +26,43 @@ def test_noise_is_clipped_and_reproducible():
     assert not np.array_equal(first, other)
 
 
-def test_test_image_noise_does_not_depend_on_the_other_images():
+def test_image_noise_does_not_depend_on_the_other_images():
     image = np.random.default_rng(1).random((16, 16, 1)).astype(np.float32)
-    alone = noise.noisy_test_images({"a": image}, 0.1, seed=0)
-    together = noise.noisy_test_images({"a": image, "b": image[:8]}, 0.1, seed=0)
+    alone = noise.noisy_images({"a": image}, 0.1, seed=0)
+    together = noise.noisy_images({"b": image[:8], "a": image}, 0.1, seed=0)
     np.testing.assert_array_equal(alone["a"], together["a"])
+
+
+def test_images_of_the_same_size_get_independent_noise_fields():
+    # Mid-gray keeps clipping out of the way, so noisy - clean is the noise itself.
+    clean = np.full((128, 128, 1), 0.5, np.float32)
+    noisy = noise.noisy_images({"astronaut": clean, "camera": clean, "moon": clean}, 0.1, 0)
+    fields = [(image - clean).ravel() for image in noisy.values()]
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        assert abs(np.corrcoef(fields[first], fields[second])[0, 1]) < 0.03
+    # The level is part of the seed too: sigma 0.2 is not sigma 0.1's field doubled.
+    louder = noise.noisy_images({"camera": clean}, 0.2, 0)["camera"] - clean
+    assert abs(np.corrcoef(fields[1], louder.ravel())[0, 1]) < 0.03
+
+
+def test_a_known_name_seed_and_sigma_reproduce_the_protocol_draw_exactly():
+    clean = np.random.default_rng(3).random((16, 16, 1)).astype(np.float32)
+    rng = np.random.default_rng([0, zlib.crc32(b"camera"), 100])
+    expected = np.clip(clean + rng.normal(0.0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    noisy = noise.noisy_images({"camera": clean}, 0.1, seed=0)["camera"]
+    np.testing.assert_array_equal(noisy, expected)
+    np.testing.assert_array_equal(noise.noisy_images({"camera": clean}, 0.1, 0)["camera"], noisy)
+    assert noisy.dtype == np.float32 and noisy.shape == clean.shape
+    assert not np.array_equal(noise.noisy_images({"camera": clean}, 0.1, 1)["camera"], noisy)
+
+
+def test_colour_images_draw_independent_noise_per_channel():
+    clean = np.full((128, 128, 3), 0.5, np.float32)
+    field = noise.noisy_images({"astronaut": clean}, 0.1, seed=0)["astronaut"] - clean
+    channels = [field[..., index].ravel() for index in range(3)]
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        assert abs(np.corrcoef(channels[first], channels[second])[0, 1]) < 0.03
+    assert field.std() == pytest.approx(0.1, rel=0.03)
 
 
 def test_bad_sigma_is_rejected():

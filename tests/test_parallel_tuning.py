@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from denoiselab import config, files, studies, tuning
 
@@ -248,3 +250,50 @@ def test_processes_creating_one_new_sqlite_storage_at_once_all_open_it(tmp_path)
         for process in processes:
             output, _ = process.communicate(timeout=120)
             assert process.returncode == 0, output[-2000:]
+
+
+KILLED_WORKER = """
+import sys, time
+import optuna
+from denoiselab import studies
+
+storage = studies.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
+
+def objective(trial):
+    trial.suggest_int("x", 0, 1000)
+    print("running", flush=True)
+    time.sleep(600)
+
+study.optimize(objective, n_trials=1)
+"""
+
+
+def test_a_trial_of_a_killed_worker_is_failed_and_retried_by_the_next_worker(tmp_path):
+    location = f"sqlite:///{tmp_path / 'optuna.db'}"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, location], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout.readline().strip() == "running"
+    finally:
+        worker.kill()  # SIGKILL: no handler runs, the trial is left RUNNING
+        worker.wait(timeout=60)
+    storage = studies.open_storage(location, heartbeat_interval=1, grace_period=2)
+    (killed,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert killed.state == TrialState.RUNNING
+    time.sleep(3)  # past the grace period without a heartbeat
+
+    tune = config.parse_params(tiny_params()).tune_unet
+    study = studies.open_study(storage, "s", tune, seed=0)
+    failed, retry = study.trials
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == killed.params
+    assert studies.count_finished(study) == 0  # the retry takes the killed trial's place
+
+    study.optimize(
+        lambda trial: trial.suggest_int("x", 0, 1000), callbacks=[studies.StopWhenFull(1)]
+    )
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].value == killed.params["x"]
+    assert studies.count_finished(study) == 1

@@ -8,6 +8,8 @@ import pytest
 from conftest import run_command as run
 from conftest import smoke_copy
 
+from denoiselab import model_store
+
 STAGES = {"prepare", "add_noise", "train_cae", "train_unet", "tune_unet", "evaluate", "plot"}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -59,6 +61,23 @@ def test_all_seven_stages_ran_and_wrote_their_outputs(smoke_repo):
     assert len(best["trials"]) == 2
 
 
+def test_every_report_is_strict_json(smoke_repo):
+    # NaN and Infinity are not JSON: strict parsers (and `jq`, browsers, other languages)
+    # reject a report that holds them.
+    repo, _, _ = smoke_repo
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    reports = sorted((repo / "reports").rglob("*.json"))
+    assert reports
+    for path in reports:
+        try:
+            json.loads(path.read_text(), parse_constant=refuse)
+        except ValueError as error:
+            pytest.fail(f"{path.relative_to(repo)}: {error}")
+
+
 def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
     repo, _, _ = smoke_repo
     import mlflow
@@ -66,7 +85,7 @@ def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
     client = mlflow_client(repo)
     named, runs = runs_by_name(client)
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    for name in ("cae", "unet", "unet_tuned"):
+    for name in model_store.TRAINED_MODELS:
         found = named[name]
         assert found.info.status == "FINISHED"
         history = client.get_metric_history(found.info.run_id, "val_loss")
@@ -86,7 +105,7 @@ def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 2
     champion = client.get_model_version_by_alias("denoiselab", "champion")
-    assert champion.tags["model_name"] in ("cae", "unet", "unet_tuned")
+    assert champion.tags["model_name"] in model_store.TRAINED_MODELS
 
 
 def test_second_repro_runs_nothing(smoke_repo):

@@ -10,8 +10,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_command, smoke_copy
+
+from denoiselab import model_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,15 +70,20 @@ def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, tmp_path_factor
     experiment = client.get_experiment_by_name("denoiselab")
     runs = client.search_runs([experiment.experiment_id])
     names = {found.info.run_name for found in runs}
-    assert {"cae", "unet", "unet_tuned", "unet_tune"} <= names
+    assert {*model_store.TRAINED_MODELS, "unet_tune"} <= names
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for found in runs:
-        if found.info.run_name in ("cae", "unet", "unet_tuned"):
+        if found.info.run_name in model_store.TRAINED_MODELS:
             assert found.data.metrics["psnr"] == pytest.approx(
                 metrics[found.info.run_name]["psnr"], abs=1e-3
             )
             assert len(client.get_metric_history(found.info.run_id, "loss")) == 2
-    model = mlflow.keras.load_model("models:/denoiselab@champion")
-    assert model.output_shape[-1] == 1
+    # The champion is the pyfunc that runs what evaluate scored, on an image of any size.
+    model = mlflow.pyfunc.load_model("models:/denoiselab@champion")
+    noisy = np.random.default_rng(0).uniform(0, 1, (1, 21, 19, 1)).astype(np.float32)
+    assert model.predict(noisy).shape == noisy.shape
+    champion = client.get_model_version_by_alias("denoiselab", "champion")
+    assert {"val_psnr", "data_hash", "channels", "psnr"} <= set(champion.tags)
+    assert champion.tags["val_psnr"] == f"{metrics[champion.tags['model_name']]['val_psnr']:.4f}"
     # Artifacts went through the server into its own artifact store.
     assert any((server_dir / "server-artifacts").rglob("*.png"))

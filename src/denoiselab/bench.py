@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, denoise, evaluation, files, models, training
+from denoiselab import classical, evaluation, files, model_store, models, training
 from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
-
-MODEL_NAMES = ("cae", "unet", "unet_tuned")
 
 
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
@@ -170,12 +168,10 @@ def main() -> None:
     report["methods"]["noisy"] = evaluation.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
     configs = {}
-    for name in MODEL_NAMES:
+    for name in model_store.TRAINED_MODELS:
         info = files.read_json(args.models / name / "config.json")
-        denoiser = denoise.load_denoiser(denoise.ModelSource(str(args.models / name), False))
-        scores, _ = evaluation.score_denoiser(
-            evaluation.model_denoiser(denoiser.model, denoiser.depth), clean, noisy
-        )
+        denoiser = model_store.load_folder(args.models / name)
+        scores, _ = evaluation.score_denoiser(evaluation.model_denoiser(denoiser), clean, noisy)
         report["methods"][name] = evaluation.summary_row(scores)
         configs[name] = sections.get(name) or TrainConfig(**info["train_config"])
         print(name, report["methods"][name], flush=True)

@@ -112,14 +112,16 @@ def param_grid(method: str, evaluate_config) -> list[dict]:
 
 def select_params(
     method: str, grid: list[dict], clean: np.ndarray, noisy: np.ndarray, sigma: float
-) -> tuple[dict, float]:
-    """The grid point with the best mean PSNR on validation patches (NHWC).
+) -> tuple[dict, float | None]:
+    """The grid point with the best mean PSNR on validation images (NHWC patches, or a list
+    of HWC images), and that PSNR.
 
-    Selection never sees the test split.
+    A one-point grid has nothing to choose, so it is not scored and its PSNR is ``None``
+    (``null`` in the reports). Selection never sees the test split.
     """
-    best, best_score = grid[0], -np.inf
     if len(grid) == 1:
-        return best, float("nan")
+        return grid[0], None
+    best, best_score = grid[0], -np.inf
     for candidate in grid:
         scores = [
             metrics.psnr(clean_patch, DENOISERS[method](noisy_patch, sigma, **candidate))

@@ -26,7 +26,8 @@ Exit status: 0 when every image was written, 1 when any input could not be read 
 written (each named on stderr), 2 for a usage or model error."""
 
 MODEL_HELP = (
-    "champion (default; the best registered model, else models/unet_tuned), cae, unet, "
+    "champion (default; the registered model best on validation, else models/unet_tuned), "
+    "champion_rgb (the colour champion), cae, unet, "
     "unet_tuned (registry alias, else models/<name>), a model folder or .keras file, or an "
     "MLflow model URI such as models:/denoiselab@champion or runs:/RUN_ID/model"
 )
@@ -69,18 +70,18 @@ def _import_keras() -> None:
 
 def _load(spec: str, aliases: dict[str, str] | None = None):
     """Resolves and loads one ``--model``; asks the registry only for an alias name."""
-    from denoiselab import denoise, tracking
+    from denoiselab import model_store, registry, tracking
 
     if aliases is None:
-        aliases = denoise.registered_aliases() if spec in denoise.ALIASES else {}
-    source = denoise.locate_model(spec, tracking.repo_root(), aliases)
-    if not denoise.runs_without_keras(source):
+        aliases = registry.registered_aliases() if spec in model_store.ALIASES else {}
+    source = model_store.locate_model(spec, tracking.repo_root(), aliases)
+    if not model_store.runs_without_keras(source):
         _import_keras()
     # MLflow's download bar would sit above ours; a model loads from a local store in a blink.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if source.note:
         print(f"denoiselab: {source.note}", file=sys.stderr)
-    return denoise.load_denoiser(source)
+    return model_store.load_denoiser(source)
 
 
 def _denoise(args: argparse.Namespace) -> int:
@@ -115,7 +116,7 @@ def _denoise(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     _import_keras()
-    from denoiselab import denoise, files, images, tracking
+    from denoiselab import evaluation, files, images, model_store, registry, tracking
 
     paths = files.list_images(args.images) if args.images.is_dir() else []
     if not paths:
@@ -131,15 +132,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 1
     specs = args.models or []
     aliases = None
-    if not specs or any(spec in denoise.ALIASES for spec in specs):
-        aliases = denoise.registered_aliases()
+    if not specs or any(spec in model_store.ALIASES for spec in specs):
+        aliases = registry.registered_aliases()
     if not specs:
-        specs = denoise.default_evaluation_models(tracking.repo_root(), aliases)
+        specs = model_store.default_evaluation_models(tracking.repo_root(), aliases)
     denoisers = {spec: _load(spec, aliases or {}) for spec in dict.fromkeys(specs)}
-    results = denoise.score_models(
+    results = evaluation.score_models(
         clean, denoisers, args.sigma, args.seed, args.tile_size, tuple(args.classical)
     )
-    print(denoise.format_scores(results))
+    print(evaluation.format_scores(results))
     if args.json:
         report = {
             "sigma": args.sigma,
@@ -228,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="add noise to clean images, denoise, print PSNR/SSIM per image and mean",
-        description="Scores models per PROTOCOL.md on a folder of clean images: noise "
-        "clip(clean + N(0, sigma)) with default_rng(seed) per image, images converted to "
-        "each model's channels (rgb2gray, alpha dropped).",
+        description="Scores models per docs/protocol.md on a folder of clean images: noise "
+        "clip(clean + N(0, sigma)) with one generator per image, seeded with the seed, the "
+        "image's file name and sigma, images converted to each model's channels (rgb2gray, "
+        "alpha dropped).",
     )
     evaluate.add_argument("--images", type=Path, required=True, help="folder of clean images")
     evaluate.add_argument("--sigma", type=float, default=0.1, help="noise std on [0, 1]")

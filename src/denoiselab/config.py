@@ -24,7 +24,8 @@ from denoiselab.rules import (
     require_positive,
 )
 
-MODEL_NAMES = ("cae", "unet")
+# Network architectures, the `model` key of a training section.
+ARCHITECTURES = ("cae", "unet")
 LOSS_NAMES = ("bce", "mse", "l1")
 LR_SCHEDULES = ("constant", "cosine")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -36,7 +37,9 @@ STORAGE_RULE = (
     "must be null (optuna.db at the repository root), a URL such as sqlite:///optuna.db or "
     f"postgresql://user@host/db, or an Optuna journal file ending in {JOURNAL_SUFFIX}"
 )
-PRECISIONS = ("float32", "mixed_bfloat16")
+# auto: mixed_bfloat16 where the hardware computes bfloat16 natively, else float32
+# (see denoiselab.precision).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 CLASSICAL_METHODS = ("tv", "wavelet", "nl_means", "bm3d")
 
 
@@ -93,7 +96,11 @@ class AddNoiseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model; saved next to its weights."""
+    """Everything needed to rebuild a model; saved next to its weights.
+
+    ``precision`` may be ``auto`` while training is set up; a saved config.json records the
+    precision the model was trained in.
+    """
 
     model: str = "unet"
     base_filters: int = 16
@@ -105,7 +112,7 @@ class ModelConfig:
 
     def validate(self, section: str) -> None:
         require_choice(self.precision, PRECISIONS, section, "precision")
-        require_choice(self.model, MODEL_NAMES, section, "model")
+        require_choice(self.model, ARCHITECTURES, section, "model")
         require_in_range(self, section, "base_filters", 1, 256)
         require_in_range(self, section, "depth", 1, 6)
         require_choice(self.channels, (1, 3), section, "channels")
@@ -128,7 +135,7 @@ class TrainConfig:
     fresh_noise: bool = True
     augment: bool = True
     jit_compile: bool = False
-    precision: str = "float32"
+    precision: str = "auto"
     distribution: str = "none"
     steps_per_execution: int = 1
 
@@ -183,7 +190,7 @@ class TuneConfig:
     storage: str | None = None
     study_name: str = "unet_tune"
     jit_compile: bool = False
-    precision: str = "float32"
+    precision: str = "auto"
     steps_per_execution: int = 1
 
     def validate(self, section: str) -> None:

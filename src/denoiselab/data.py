@@ -83,7 +83,7 @@ def load_sources(config: PrepareConfig, channels: int) -> SourceImages:
 
     Unreadable files are skipped and listed (``on_bad_image: skip``) or stop the stage
     (``on_bad_image: fail``). Mixed bit depths and modes are fine: every image is converted
-    to float [0, 1] and to ``channels`` per PROTOCOL.md.
+    to float [0, 1] and to ``channels`` per docs/protocol.md.
     """
     images: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
@@ -165,8 +165,9 @@ def sample_patches(
 def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
     """Loads, splits and cuts the clean data.
 
-    Returns a dict with ``train`` and ``val`` patches (NHWC float32 in [0, 1]), ``test``
-    whole images (name -> HWC) and the ``manifest``.
+    Returns a dict with ``train`` and ``val`` patches (NHWC float32 in [0, 1]), the whole
+    ``test`` and ``val_images`` (name -> HWC float32 in [0, 1], the same conversion for both)
+    and the ``manifest``.
     """
     sources = load_sources(config, channels)
     if not sources.images:
@@ -184,6 +185,9 @@ def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
             )
         result[split] = patches
     result["test"] = {name: sources.images[name] for name in splits["test"]}
+    # Whole validation images, so that settings chosen on validation are scored the way the
+    # test images are: on whole images, not on patches.
+    result["val_images"] = {name: sources.images[name] for name in splits["val"]}
     entries = []
     for name in sorted(sources.images):
         image = sources.images[name]

@@ -1,4 +1,5 @@
-"""Scoring every denoiser on whole noisy test images, per PROTOCOL.md."""
+"""Scoring denoisers on whole noisy images, per docs/protocol.md: the one place that turns
+denoised images into the PSNR/SSIM figures the reports, MLflow and the registry hold."""
 
 from __future__ import annotations
 
@@ -7,23 +8,24 @@ from collections.abc import Callable
 
 import numpy as np
 
-from denoiselab import classical, inference, metrics
+from denoiselab import classical, denoise, files, inference, metrics, model_store, noise
 
 
 def score_denoiser(
-    denoise: Callable[[np.ndarray], np.ndarray],
+    denoise_image: Callable[[np.ndarray], np.ndarray],
     clean: dict[str, np.ndarray],
     noisy: dict[str, np.ndarray],
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Denoises each noisy test image, scores it against the clean one and times it.
+    """Denoises each noisy image (HWC float32 in [0, 1]), scores it against the clean one and
+    times it.
 
     Returns the scores (mean and per image PSNR/SSIM plus seconds per megapixel) and the
-    denoised images.
+    denoised images, clipped to [0, 1].
     """
     denoised, seconds, pixels = {}, 0.0, 0
     for name in sorted(clean):
         started = time.perf_counter()
-        denoised[name] = np.clip(denoise(noisy[name]), 0.0, 1.0).astype(np.float32)
+        denoised[name] = np.clip(denoise_image(noisy[name]), 0.0, 1.0).astype(np.float32)
         seconds += time.perf_counter() - started
         pixels += noisy[name].shape[0] * noisy[name].shape[1]
     scores = metrics.score_images(clean, denoised)
@@ -31,17 +33,30 @@ def score_denoiser(
     return scores, denoised
 
 
-def model_denoiser(model, depth: int) -> Callable[[np.ndarray], np.ndarray]:
+def model_denoiser(
+    denoiser: model_store.Denoiser, tile_size: int = inference.DEFAULT_TILE
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The denoising users get from ``denoiselab denoise`` with this model, as a function of
+    one HWC float32 image in [0, 1]."""
     # One warm-up call so the timing excludes graph building, as a long-running user sees it.
-    channels = model.channels if hasattr(model, "channels") else model.input_shape[-1]
-    model(np.zeros((1, 2**depth, 2**depth, channels), np.float32), training=False)
-    return lambda image: inference.denoise_image(model, image, depth)
+    size = 2**denoiser.depth
+    denoiser.model(np.zeros((1, size, size, denoiser.channels), np.float32), training=False)
+    return lambda image: denoise.denoise_values(denoiser, image, tile_size)
 
 
 def classical_denoiser(
     method: str, sigma: float, settings: dict
 ) -> Callable[[np.ndarray], np.ndarray]:
     return lambda image: classical.DENOISERS[method](image, sigma, **settings)
+
+
+def validation_psnr(
+    denoiser: model_store.Denoiser, clean: dict[str, np.ndarray], noisy: dict[str, np.ndarray]
+) -> float:
+    """Mean PSNR of a model on whole validation images (name -> HWC float32 in [0, 1]): the
+    figure the champion is chosen by."""
+    scores, _ = score_denoiser(model_denoiser(denoiser), clean, noisy)
+    return scores["psnr"]
 
 
 def summary_row(scores: dict) -> dict:
@@ -51,3 +66,58 @@ def summary_row(scores: dict) -> dict:
         "ssim": round(scores["ssim"], 4),
         "seconds_per_megapixel": round(scores.get("seconds_per_megapixel", 0.0), 4),
     }
+
+
+def score_models(
+    clean: dict[str, np.ndarray],
+    denoisers: dict[str, model_store.Denoiser],
+    sigma: float,
+    seed: int,
+    tile_size: int = inference.DEFAULT_TILE,
+    classical_methods: tuple[str, ...] = (),
+) -> dict[str, dict]:
+    """PSNR/SSIM of each model on noisy copies of clean images, per docs/protocol.md.
+
+    ``clean`` maps names to HW/HWC float images in [0, 1]. Each model sees them converted to
+    its channels (rgb2gray, alpha dropped) with noise drawn per image as the add_noise stage
+    draws it. Returns ``{"noisy": scores, model: scores, ...}`` (mean and per image), with one
+    noisy row per channel count when the models differ. Each of ``classical_methods`` (see
+    :mod:`denoiselab.classical`) is scored on the same noisy pixels as the models, under a
+    label with the channel count when the models differ.
+    """
+    results = {}
+    channel_counts = sorted({denoiser.channels for denoiser in denoisers.values()})
+    for channels in channel_counts:
+        converted = {name: files.to_channels(image, channels) for name, image in clean.items()}
+        noisy = noise.noisy_images(converted, sigma, seed)
+        label = "noisy" if len(channel_counts) == 1 else f"noisy ({channels} channels)"
+        results[label], _ = score_denoiser(lambda image: image, converted, noisy)
+        for name, denoiser in denoisers.items():
+            if denoiser.channels == channels:
+                run = model_denoiser(denoiser, tile_size)
+                results[name], _ = score_denoiser(run, converted, noisy)
+        for method in classical_methods:
+            run = classical_denoiser(method, sigma, classical.settings_for(method, sigma))
+            suffix = "" if len(channel_counts) == 1 else f" ({channels} channels)"
+            results[f"{method}{suffix}"], _ = score_denoiser(run, converted, noisy)
+    return results
+
+
+def format_scores(results: dict[str, dict]) -> str:
+    """A text table: one row per image and a mean row, one "PSNR / SSIM" column per method."""
+    methods = list(results)
+    images = list(next(iter(results.values()))["per_image"])
+    rows = [["image", *methods]]
+    for image in images:
+        rows.append([image, *(_cell(results[method]["per_image"][image]) for method in methods)])
+    rows.append(["mean", *(_cell(results[method]) for method in methods)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n\nPSNR in dB / SSIM"
+
+
+def _cell(scores: dict) -> str:
+    return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +27,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it into place only on success."""
+    """Yields a new, empty temporary file beside ``path``; renames it into place on success.
+
+    The temporary file is created with mode 0666 less the process umask, as ``open`` creates
+    files, so that outputs get the usual permissions (``tempfile.mkstemp`` would make them
+    0600). After an exception the temporary file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = _create_temporary(path)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -39,9 +43,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def _create_temporary(path: Path) -> Path:
+    for _ in range(100):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
+    raise FileExistsError(f"{path.parent}: no free name for a temporary file beside {path.name}")
+
+
 def write_json(path: str | Path, data: Any) -> None:
+    """Writes ``data`` as strict JSON: NaN and infinities, which JSON has no words for (and
+    which strict parsers reject), become ``null``."""
+    text = json.dumps(finite_or_none(data), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        temporary.write_text(text + "\n")
+
+
+def finite_or_none(data: Any) -> Any:
+    """A copy of nested dicts, lists and tuples with every non-finite float replaced by None."""
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_none(value) for value in data]
+    if isinstance(data, float | np.floating):
+        return float(data) if math.isfinite(data) else None
+    return data
 
 
 def read_json(path: str | Path) -> Any:
@@ -99,8 +128,11 @@ def read_image_raw(path: str | Path) -> np.ndarray:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image.load()
-                array = _pillow_to_array(image)
+                if image.format == "PNG" and _png_is_16bit_colour(path):
+                    array = _decode_png(path)
+                else:
+                    image.load()
+                    array = _pillow_to_array(image)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -114,6 +146,28 @@ def read_image_raw(path: str | Path) -> np.ndarray:
     if array.size == 0:
         raise ImageReadError(f"{path}: image has no pixels")
     return array
+
+
+# PNG colour types with more than one sample per pixel: gray + alpha, RGB, RGBA.
+PNG_MULTISAMPLE_COLOUR_TYPES = (2, 4, 6)
+
+
+def _png_is_16bit_colour(path: Path) -> bool:
+    """Whether a PNG holds 16-bit gray + alpha, RGB or RGBA samples, per its IHDR chunk."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return len(header) == 26 and header[24] == 16 and header[25] in PNG_MULTISAMPLE_COLOUR_TYPES
+
+
+def _decode_png(path: Path) -> np.ndarray:
+    """All samples of a PNG at their own depth, by libpng (through imagecodecs): Pillow has no
+    16-bit colour mode and would keep only each sample's high byte."""
+    import imagecodecs
+
+    try:
+        return imagecodecs.png_decode(path.read_bytes())
+    except imagecodecs.PngError as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
 
 
 def _pillow_to_array(image: Image.Image) -> np.ndarray:
@@ -149,7 +203,7 @@ def to_float(array: np.ndarray) -> np.ndarray:
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Float HW/HWC image to HWC with ``channels`` channels, per PROTOCOL.md.
+    """Float HW/HWC image to HWC with ``channels`` channels, per docs/protocol.md.
 
     Colour to grayscale uses ``skimage.color.rgb2gray``; an alpha channel is dropped.
     """
@@ -176,7 +230,10 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         if array.ndim == 2:
             image = Image.fromarray(array)
         else:
-            raise UserError("16-bit colour PNG output needs imageio; see write_image")
+            raise UserError(
+                "files.write_png writes 16-bit grayscale only; use images.write_png for "
+                "16-bit colour"
+            )
     else:
         image = Image.fromarray(array)
     with atomic_path(path) as temporary:

@@ -21,11 +21,6 @@ from denoiselab.errors import UserError
 ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
-# Pillow has no 16-bit colour mode: it decodes these PNGs to 8 bits by keeping each sample's
-# high byte. The little-endian unpacker of the same width keeps the low byte instead, and
-# because both read the same bytes per pixel, Pillow's PNG unfiltering stays correct.
-PNG_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
-PNG_GRAY_ALPHA_16 = "LA;16B"
 # Modes files.read_image_raw converts to RGB: their colour profile does not fit the output.
 CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
@@ -52,23 +47,27 @@ def read_image(path: str | Path) -> DecodedImage:
     """Decodes an image file at its own bit depth, 16-bit colour PNG and TIFF included.
 
     Raises files.ImageReadError, naming the file, for anything that is not a readable image.
-    A 16-bit colour file whose 16-bit samples cannot be decoded (a TIFF compression tifffile
-    needs imagecodecs for) comes back at 8 bits, with a ``note`` saying so.
+    A 16-bit colour TIFF whose samples tifffile cannot decode comes back at 8 bits, with a
+    ``note`` saying so.
     """
     path = Path(path)
     pixels = files.read_image_raw(path)
     note = None
     try:
         with Image.open(path) as image:
-            # Reading the EXIF of a PNG decodes it, so look at its encoding before.
-            try:
-                wide = _read_16bit_colour(path, image)
-            except (OSError, SyntaxError, ValueError, KeyError, ImportError) as error:
-                wide, note = None, f"decoded at 8 bits per sample, not 16 ({error})"
+            wide = None
+            if image.format == "TIFF" and pixels.dtype != np.uint16:
+                try:
+                    wide = _read_tiff_16bit(path, image)
+                except (OSError, SyntaxError, ValueError, KeyError, ImportError) as error:
+                    note = f"decoded at 8 bits per sample, not 16 ({error})"
             icc_profile = image.info.get("icc_profile") or None
             if image.mode in CONVERTED_MODES:
                 icc_profile = None  # it describes colours the output no longer has
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            if image.format == "PNG":
+                orientation = _png_orientation(path)
+            else:
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as error:
         raise files.ImageReadError(f"{path}: cannot decode image ({error})") from error
     if wide is not None and wide.shape[:2] == pixels.shape[:2]:
@@ -78,39 +77,39 @@ def read_image(path: str | Path) -> DecodedImage:
     return DecodedImage(pixels, icc_profile, int(orientation), note)
 
 
-def _read_16bit_colour(path: Path, image: Image.Image) -> np.ndarray | None:
-    """The 16-bit samples of a colour or grayscale+alpha PNG/TIFF that Pillow reads as 8 bits."""
-    if image.format == "PNG" and image.tile:
-        rawmode = _rawmode(image.tile[0])
-        if rawmode in PNG_LOW_BYTE_RAWMODES:
-            high = _decode_png_as(path, rawmode)
-            low = _decode_png_as(path, PNG_LOW_BYTE_RAWMODES[rawmode])
-            return (high.astype(np.uint16) << 8) | low
-        if rawmode == PNG_GRAY_ALPHA_16:
-            # Four bytes per pixel, so 8-bit RGBA unfilters it correctly and hands back the
-            # bytes in file order: gray high, gray low, alpha high, alpha low.
-            pixel_bytes = _decode_png_as(path, "RGBA").astype(np.uint16)
-            return (pixel_bytes[..., 0::2] << 8) | pixel_bytes[..., 1::2]
-    if image.format == "TIFF" and image.mode != "I;16":
-        bits = image.tag_v2.get(258)
-        if isinstance(bits, tuple) and len(bits) in (2, 3, 4) and max(bits) == 16:
-            return _read_tiff_16bit(path)
-    return None
+def _png_orientation(path: Path) -> int:
+    """The EXIF orientation of a PNG, from its eXIf chunk wherever it lies.
+
+    Pillow's PNG ``getexif`` decodes the whole image again when the chunk is not before the
+    pixel data (or when there is none); walking the chunk headers reads a few bytes instead.
+    """
+    with open(path, "rb") as handle:
+        if handle.read(8) != PNG_SIGNATURE:
+            return 1
+        while header := handle.read(8):
+            if len(header) < 8:
+                return 1
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                exif = Image.Exif()
+                exif.load(b"Exif\x00\x00" + handle.read(length))
+                return exif.get(ORIENTATION_TAG, 1)
+            if kind == b"IEND":
+                return 1
+            handle.seek(length + 4, 1)
+    return 1
 
 
-def _rawmode(tile) -> str:
-    return tile.args[0] if isinstance(tile.args, tuple) else tile.args
+def _read_tiff_16bit(path: Path, image: Image.Image) -> np.ndarray | None:
+    """The 16-bit samples of a colour or gray + alpha TIFF that Pillow reads at 8 bits.
 
-
-def _decode_png_as(path: Path, rawmode: str) -> np.ndarray:
-    with Image.open(path) as image:
-        image.tile = [tile._replace(args=rawmode) for tile in image.tile]
-        image.load()
-        return np.asarray(image)
-
-
-def _read_tiff_16bit(path: Path) -> np.ndarray | None:
+    tifffile decodes LZW, Deflate and the other compressions with imagecodecs.
+    """
     import tifffile
+
+    bits = image.tag_v2.get(258)
+    if not (isinstance(bits, tuple) and len(bits) in (2, 3, 4) and max(bits) == 16):
+        return None
 
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages.first

@@ -83,7 +83,3 @@ def denoise_image(
                 left - context_left : right - context_left,
             ]
     return np.clip(output, 0.0, 1.0)
-
-
-def denoise_images(model, images: dict[str, np.ndarray], depth: int) -> dict[str, np.ndarray]:
-    return {name: denoise_image(model, image, depth) for name, image in images.items()}

@@ -1,4 +1,4 @@
-"""Image quality metrics, per PROTOCOL.md (scikit-image, data_range 1.0)."""
+"""Image quality metrics, per docs/protocol.md (scikit-image, data_range 1.0)."""
 
 from __future__ import annotations
 

@@ -7,14 +7,13 @@ size whose sides divide by ``2**depth`` (inference pads and crops back for other
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 from keras import layers
 
-from denoiselab import files
+from denoiselab import files, precision
 from denoiselab.config import ModelConfig
 from denoiselab.errors import UserError
 
@@ -90,8 +89,10 @@ MODEL_BUILDERS: dict[str, Callable[[ModelConfig], keras.Model]] = {
 def build_model(config: ModelConfig) -> keras.Model:
     """Builds the registered model for ``config`` under its precision policy.
 
-    ``mixed_bfloat16`` computes convolutions in bfloat16 (float32 weights and output), about
-    1.7x faster on CPUs with AVX512-BF16; the policy is restored afterwards.
+    ``mixed_bfloat16`` computes convolutions in bfloat16 (float32 weights and output), faster
+    where the hardware computes bfloat16 natively; ``auto`` picks it only there (see
+    :mod:`denoiselab.precision`, which also falls back to float32 where bfloat16 cannot run).
+    The global policy is restored afterwards.
     """
     try:
         builder = MODEL_BUILDERS[config.model]
@@ -100,7 +101,7 @@ def build_model(config: ModelConfig) -> keras.Model:
             f"unknown model {config.model!r}; choose one of {sorted(MODEL_BUILDERS)}"
         ) from None
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.precision)
+    keras.config.set_dtype_policy(precision.resolve(config.precision).precision)
     try:
         return builder(config)
     finally:
@@ -141,11 +142,18 @@ def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> f
     return total / (size * size)
 
 
+def model_precision(model: keras.Model) -> str:
+    """The precision ``model`` computes in: mixed_bfloat16 if any layer computes in bfloat16."""
+    bfloat16 = any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    return precision.MIXED_BFLOAT16 if bfloat16 else precision.FLOAT32
+
+
 def save_model_dir(
     model: keras.Model, config: ModelConfig, folder: str | Path, extra: dict
 ) -> None:
     """Writes byte-stable weights, the same network as ONNX (for fast inference without
-    TensorFlow) and, last, ``config.json`` with everything needed to rebuild it."""
+    TensorFlow) and, last, ``config.json`` with everything needed to rebuild it, its
+    precision being the one ``model`` computes in (never ``auto``)."""
     from denoiselab import onnx_export
 
     folder = Path(folder)
@@ -155,11 +163,18 @@ def save_model_dir(
         model.save_weights(weights_path)
         weights_path.replace(temporary)
     onnx_export.export_onnx(model, folder / onnx_export.ONNX_FILE)
-    files.write_json(folder / CONFIG_FILE, {"model_config": dataclasses.asdict(config), **extra})
+    trained = dataclasses.replace(config, precision=model_precision(model))
+    files.write_json(folder / CONFIG_FILE, {"model_config": dataclasses.asdict(trained), **extra})
 
 
 def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
-    """Rebuilds a model saved by :func:`save_model_dir`; returns it and its config.json."""
+    """Rebuilds a model saved by :func:`save_model_dir` for inference; returns it and its
+    config.json.
+
+    A model trained in mixed_bfloat16 runs in float32 where the hardware lacks native
+    bfloat16 (see :func:`denoiselab.precision.for_inference`): the same float32 weights,
+    slightly more exact, and it runs on CPUs whose oneDNN has no bfloat16 convolutions.
+    """
     folder = Path(folder)
     info = files.read_json(folder / CONFIG_FILE)
     try:
@@ -169,7 +184,9 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
         raise UserError(
             f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})"
         ) from error
-    model = build_model(config)
+    model = build_model(
+        dataclasses.replace(config, precision=precision.for_inference(config.precision))
+    )
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{weights}: weights file not found")
@@ -185,14 +202,25 @@ def load_any_model(path: str | Path) -> tuple[keras.Model, int]:
         return model, int(info["model_config"]["depth"])
     if path.suffix == ".keras" and path.is_file():
         model = keras.models.load_model(path, safe_mode=True, compile=False)
+        if precision.for_inference(model_precision(model)) == precision.FLOAT32:
+            model = as_float32(model)
         return model, infer_depth(model)
     raise UserError(f"{path}: not a model folder (config.json + weights) or a .keras file")
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """A copy of a functional ``model`` with every layer in float32 and the same weights."""
+    if model_precision(model) == precision.FLOAT32:
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def infer_depth(model: keras.Model) -> int:
     """Number of 2x poolings in a model, so inference can pad to a multiple of 2**depth."""
     return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
-
-
-def describe(config: ModelConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)

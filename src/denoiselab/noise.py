@@ -1,6 +1,8 @@
-"""Additive Gaussian noise, per PROTOCOL.md."""
+"""Additive Gaussian noise, per docs/protocol.md."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -19,16 +21,23 @@ def add_gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generato
     return np.clip(images + noise, 0.0, 1.0).astype(np.float32)
 
 
-def noisy_test_images(
-    images: dict[str, np.ndarray], sigma: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Noisy copies of whole test images, each drawn with ``default_rng(seed)``.
+def image_rng(name: str, sigma: float, seed: int) -> np.random.Generator:
+    """The generator of one image at one noise level, per docs/protocol.md step 2.
 
-    Each image gets its own generator seeded with ``seed``, so the noise an image receives
-    does not depend on which other images are in the set, and ``denoiselab evaluate`` with
-    the same seed reproduces the stage's noisy pixels exactly.
+    Seeding with the image's name and the level gives every image its own noise field, so two
+    images of the same size never share one, and a level's noise does not repeat another's.
+    """
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), round(sigma * 1000)])
+
+
+def noisy_images(images: dict[str, np.ndarray], sigma: float, seed: int) -> dict[str, np.ndarray]:
+    """Noisy copies of whole images (name -> HWC float32 in [0, 1]), one generator per image.
+
+    The noise an image receives depends only on its name, ``sigma`` and ``seed``, never on the
+    other images in the set, so ``denoiselab evaluate`` with the same seed reproduces the
+    add_noise stage's pixels exactly. A colour image draws independent noise per channel.
     """
     return {
-        name: add_gaussian_noise(image, sigma, np.random.default_rng(seed))
+        name: add_gaussian_noise(image, sigma, image_rng(name, sigma, seed))
         for name, image in images.items()
     }

@@ -5,6 +5,8 @@ therefore runs a model folder's ``model.onnx`` with onnxruntime when it is there
 walks the functional graph layer by layer (convolutions, ReLU, batch normalisation, pooling,
 upsampling, transpose convolutions, concatenation, subtraction), so the ONNX graph computes
 exactly what the Keras model computes, in float32, for any image size (NHWC in and out).
+It translates only the layer options it knows and refuses, naming the layer, any other, so an
+export never silently computes something else.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ ONNX_FILE = "model.onnx"
 OPSET = 17
 # onnxruntime 1.30 reads IR versions up to 13; onnx 1.23 would write 14 by default.
 IR_VERSION = 10
+# Keras's Conv2D padding -> ONNX Conv auto_pad; SAME_UPPER pads as "same" does, the odd pixel
+# after.
+CONV_PADDING = {"same": "SAME_UPPER", "valid": "VALID"}
 
 
 def _inputs_of(layer) -> list[str]:
@@ -26,13 +31,70 @@ def _inputs_of(layer) -> list[str]:
     return [tensor._keras_history.operation.name for tensor in node.input_tensors]
 
 
+def _refuse(layer, what: str) -> None:
+    raise UserError(
+        f"ONNX export: layer {layer.name!r} ({type(layer).__name__}) has {what}, which the "
+        "exporter does not translate"
+    )
+
+
+def check_translatable(layer) -> None:
+    """Raises ValueError naming ``layer`` if it has an option the exporter does not translate.
+
+    Options that only shape training (initializers, regularizers, constraints, momentum) do
+    not change what a trained layer computes and are not checked.
+    """
+    from keras import layers
+
+    if len(layer._inbound_nodes) > 1:
+        _refuse(layer, "several calls (a shared layer)")
+    if getattr(layer, "quantization_mode", None):
+        _refuse(layer, f"quantization {layer.quantization_mode!r}")
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        _refuse(layer, f"data_format {layer.data_format!r}")
+    if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+        if tuple(layer.dilation_rate) != (1, 1):
+            _refuse(layer, f"dilation_rate {tuple(layer.dilation_rate)}")
+        if getattr(layer, "groups", 1) != 1:
+            _refuse(layer, f"groups {layer.groups}")
+    if isinstance(layer, layers.Conv2DTranspose):
+        # Keras's "valid" output size, (in - 1) * stride + kernel when the kernel is no
+        # smaller than the stride, is ONNX ConvTranspose's without padding.
+        if layer.padding != "valid":
+            _refuse(layer, f"padding {layer.padding!r} (only 'valid' is translated)")
+        if layer.output_padding is not None:
+            _refuse(layer, f"output_padding {layer.output_padding}")
+        if any(k < s for k, s in zip(layer.kernel_size, layer.strides, strict=True)):
+            _refuse(layer, f"kernel_size {layer.kernel_size} smaller than strides {layer.strides}")
+        if layer.activation.__name__ != "linear":
+            _refuse(layer, f"activation {layer.activation.__name__!r}")
+    elif isinstance(layer, layers.Conv2D) and layer.padding not in CONV_PADDING:
+        _refuse(layer, f"padding {layer.padding!r}")
+    if isinstance(layer, layers.BatchNormalization):
+        if layer.axis not in (-1, 3, [-1], [3]):
+            _refuse(layer, f"axis {layer.axis} (only the channel axis is translated)")
+        if not (layer.center and layer.scale):
+            _refuse(layer, "center or scale off")
+    if isinstance(layer, layers.MaxPooling2D) and layer.padding != "valid":
+        _refuse(layer, f"padding {layer.padding!r} (only 'valid' is translated)")
+    if isinstance(layer, layers.UpSampling2D) and layer.interpolation != "nearest":
+        _refuse(layer, f"interpolation {layer.interpolation!r} (only 'nearest' is translated)")
+    if isinstance(layer, layers.Concatenate) and layer.axis not in (-1, 3):
+        _refuse(layer, f"axis {layer.axis} (only the channel axis is translated)")
+
+
 def export_onnx(model, path: str | Path) -> None:
     """Writes ``model`` (built by denoiselab.models) as an ONNX graph; byte-stable for the same
-    weights. Raises ValueError for a layer the exporter does not know."""
+    weights. Raises ValueError for a layer, or a layer option, the exporter does not know."""
     import onnx
     from keras import layers
     from onnx import TensorProto, helper, numpy_helper
 
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UserError(
+            f"ONNX export: model {model.name!r} has {len(model.inputs)} inputs and "
+            f"{len(model.outputs)} outputs; the exporter translates one of each"
+        )
     nodes, initializers = [], []
 
     def constant(name: str, array: np.ndarray) -> str:
@@ -42,6 +104,7 @@ def export_onnx(model, path: str | Path) -> None:
     input_name = model.layers[0].name
     nodes.append(helper.make_node("Transpose", ["input_nhwc"], [input_name], perm=[0, 3, 1, 2]))
     for layer in model.layers[1:]:
+        check_translatable(layer)
         sources = _inputs_of(layer)
         name = layer.name
         if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
@@ -70,7 +133,7 @@ def export_onnx(model, path: str | Path) -> None:
                     inputs,
                     [output],
                     kernel_shape=list(kernel.shape[:2]),
-                    auto_pad="SAME_UPPER",
+                    auto_pad=CONV_PADDING[layer.padding],
                     strides=list(layer.strides),
                 )  # fmt: skip
             )

@@ -1,56 +1,249 @@
-"""MLflow Model Registry: test scores on the model runs and the ``champion`` alias."""
+"""MLflow Model Registry: model versions, their tags and the champion aliases.
+
+Every call into MLflow's registry goes through this module. The champion is chosen on the
+validation images, never on the test split: each channel count has its own alias
+(``champion`` for grayscale, ``champion_rgb`` for colour), pointing at the version with the
+best ``val_psnr`` among the versions of its kind, that is the same channels and the same
+prepared data (``data_hash``). Test scores are tags to read, never used to choose.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from pathlib import Path
+
+from denoiselab import files, tracking
+from denoiselab.errors import UserError
+
 REGISTERED_MODEL = "denoiselab"
 CHAMPION = "champion"
+CHAMPION_RGB = "champion_rgb"
+CHAMPIONS = {1: CHAMPION, 3: CHAMPION_RGB}
+# Beside mlflow.db: the aliases as MLflow last reported them, so `denoiselab denoise` resolves
+# the champion without importing MLflow (seconds) while the store file is unchanged.
+ALIAS_CACHE_SUFFIX = ".aliases.json"
 
 
-def log_test_scores(run_id: str, scores: dict) -> None:
-    """Final test PSNR/SSIM (and per image) on a model's own run, beside its training curves."""
+def champion_alias(channels: int) -> str:
+    """The champion alias for models of ``channels`` channels (1 or 3)."""
+    if channels not in CHAMPIONS:
+        raise UserError(f"channels must be 1 or 3 for a champion alias, got {channels}")
+    return CHAMPIONS[channels]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One trained model to register: its run, its logged model and its scores.
+
+    ``val_psnr`` is the mean PSNR on the whole validation images, the one number the champion
+    is chosen by; ``test_scores`` (mean psnr and ssim on the test images) are only reported.
+    """
+
+    name: str
+    run_id: str
+    model_uri: str
+    val_psnr: float
+    test_scores: dict
+    data_hash: str
+    channels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Crowning:
+    """What became of one champion alias after a registration."""
+
+    alias: str
+    version: str
+    model_name: str
+    val_psnr: float
+    changed: bool
+    reason: str
+
+
+def _client():
     import mlflow
 
-    client = mlflow.MlflowClient()
-    metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
-    metrics["seconds_per_megapixel"] = scores["seconds_per_megapixel"]
-    for image, values in scores["per_image"].items():
-        metrics[f"psnr_{image}"] = values["psnr"]
-        metrics[f"ssim_{image}"] = values["ssim"]
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
+    tracking.setup_uri()
+    return mlflow.MlflowClient()
 
 
-def register_and_crown(
-    run_ids: dict[str, str], model_uris: dict[str, str], scores: dict[str, dict]
-) -> str:
-    """Registers each run's model as a version of one registered model and points ``champion``
-    at the version with the best test PSNR. Returns the champion's model name."""
+def _not_found() -> type[Exception]:
     import mlflow
 
-    client = mlflow.MlflowClient()
+    return mlflow.exceptions.MlflowException
+
+
+def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
+    """Registers each candidate's model as a version of one registered model, tags it with
+    its scores, data hash and channels, points the alias of its name (``cae``, ...) at it, and
+    then settles the champion alias of each channel count among the candidates.
+
+    A version takes a champion alias only when its ``val_psnr`` beats the current champion
+    of the same kind (champion/challenger; a tie keeps the champion), so a worse experiment
+    never does. When the current champion is of another kind (its data hash differs: the
+    prepared data changed), the two scores come from different validation images and cannot
+    be compared; the current data defines the task, so the alias goes to the best version
+    of the new kind.
+    """
+    import mlflow
+
+    client = _client()
     try:
         client.get_registered_model(REGISTERED_MODEL)
-    except mlflow.exceptions.MlflowException:
+    except _not_found():
         client.create_registered_model(
-            REGISTERED_MODEL, description="denoiselab denoisers; alias champion = best test PSNR"
+            REGISTERED_MODEL,
+            description="denoiselab denoisers; alias champion (grayscale) and champion_rgb "
+            "(colour) = best validation PSNR among the versions on the same data",
         )
-    versions = {}
-    existing = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
-    for name, run_id in run_ids.items():
-        match = [version for version in existing if version.run_id == run_id]
-        if match:
-            version = match[0]
-        else:
-            version = mlflow.register_model(model_uris[name], REGISTERED_MODEL)
-        versions[name] = version.version
-        for key, value in (
-            ("model_name", name),
-            ("psnr", f"{scores[name]['psnr']:.4f}"),
-            ("ssim", f"{scores[name]['ssim']:.4f}"),
-            ("run_id", run_id),
-        ):
+    existing = {
+        version.run_id: version
+        for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    }
+    for candidate in candidates:
+        version = existing.get(candidate.run_id)
+        if version is None:
+            version = mlflow.register_model(candidate.model_uri, REGISTERED_MODEL)
+        tags = {
+            "model_name": candidate.name,
+            "run_id": candidate.run_id,
+            "val_psnr": f"{candidate.val_psnr:.4f}",
+            "psnr": f"{candidate.test_scores['psnr']:.4f}",
+            "ssim": f"{candidate.test_scores['ssim']:.4f}",
+            "data_hash": candidate.data_hash,
+            "channels": str(candidate.channels),
+        }
+        for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
-        client.set_registered_model_alias(REGISTERED_MODEL, name, version.version)
-    champion = max(scores, key=lambda name: scores[name]["psnr"])
-    client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, versions[champion])
-    return champion
+        client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
+    kinds = dict.fromkeys((candidate.channels, candidate.data_hash) for candidate in candidates)
+    crownings = [_crown(client, channels, data_hash) for channels, data_hash in kinds]
+    write_alias_cache()
+    return crownings
+
+
+def _crown(client, channels: int, data_hash: str) -> Crowning:
+    """Settles the champion alias of ``channels`` among the versions on ``data_hash``."""
+    alias = champion_alias(channels)
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    kind = [
+        version
+        for version in versions
+        if version.tags.get("channels") == str(channels)
+        and version.tags.get("data_hash") == data_hash
+        and "val_psnr" in version.tags
+    ]
+    best = max(kind, key=lambda version: (float(version.tags["val_psnr"]), int(version.version)))
+    try:
+        current = client.get_model_version_by_alias(REGISTERED_MODEL, alias)
+    except _not_found():
+        current = None
+    if current is not None and any(version.version == current.version for version in kind):
+        if float(current.tags["val_psnr"]) >= float(best.tags["val_psnr"]):
+            return _crowning(alias, current, False, "no version beats it on validation")
+        reason = f"beats version {current.version} on validation"
+    elif current is not None:
+        reason = f"version {current.version} was trained on other data or lacks val_psnr"
+    else:
+        reason = "first champion of its kind"
+    client.set_registered_model_alias(REGISTERED_MODEL, alias, best.version)
+    return _crowning(alias, best, True, reason)
+
+
+def _crowning(alias: str, version, changed: bool, reason: str) -> Crowning:
+    return Crowning(
+        alias=alias,
+        version=str(version.version),
+        model_name=version.tags.get("model_name", ""),
+        val_psnr=float(version.tags["val_psnr"]),
+        changed=changed,
+        reason=reason,
+    )
+
+
+def version_tags(alias: str) -> dict[str, str]:
+    """The tags of the version ``alias`` points at; empty when there is no such alias."""
+    try:
+        return dict(_client().get_model_version_by_alias(REGISTERED_MODEL, alias).tags)
+    except _not_found():
+        return {}
+
+
+def set_alias(alias: str, version: str) -> None:
+    """Points ``alias`` at ``version`` by hand (and refreshes the alias cache)."""
+    _client().set_registered_model_alias(REGISTERED_MODEL, alias, version)
+    write_alias_cache()
+
+
+def _alias_cache(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    store = Path(uri.removeprefix("sqlite:///"))
+    return store.with_name(store.name + ALIAS_CACHE_SUFFIX)
+
+
+def _store_stamp(uri: str) -> list[int] | None:
+    try:
+        stat = os.stat(uri.removeprefix("sqlite:///"))
+    except OSError:
+        return None
+    return [stat.st_mtime_ns, stat.st_size]
+
+
+def _aliases_from_mlflow(uri: str) -> dict[str, str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        found = client.get_registered_model(REGISTERED_MODEL).aliases
+    except mlflow.exceptions.MlflowException:
+        return {}
+    return {
+        alias: client.get_model_version(REGISTERED_MODEL, version).run_id or ""
+        for alias, version in found.items()
+    }
+
+
+def write_alias_cache() -> dict[str, str]:
+    """Asks MLflow for the aliases and, for a sqlite store, writes them beside it, stamped
+    with the store file's modification time and size taken before the question, so any later
+    write to the store (an alias moved by anyone) makes the cache stale. Returns them."""
+    uri = tracking.tracking_uri()
+    cache = _alias_cache(uri)
+    stamp = _store_stamp(uri) if cache else None
+    aliases = _aliases_from_mlflow(uri)
+    if cache is not None and stamp is not None:
+        try:
+            files.write_json(cache, {"store": stamp, "aliases": aliases})
+        except OSError:
+            pass  # A read-only folder only costs the next call MLflow's start-up time.
+    return aliases
+
+
+def registered_aliases() -> dict[str, str]:
+    """Aliases of the registered model (alias -> run id of the version it points at); empty
+    when there is no store or no registered model yet. Never creates a store.
+
+    MLflow is the truth. For the default sqlite store, the answer MLflow gave last is kept
+    beside the store file and used only while that file's modification time and size are
+    unchanged; otherwise MLflow is asked again and the cache rewritten.
+    """
+    uri = tracking.tracking_uri()
+    cache = _alias_cache(uri)
+    if cache is not None:
+        stamp = _store_stamp(uri)
+        if stamp is None:
+            return {}
+        try:
+            cached = files.read_json(cache)
+        except (ValueError, OSError):
+            cached = None
+        if isinstance(cached, dict) and cached.get("store") == stamp:
+            return dict(cached.get("aliases") or {})
+        return write_alias_cache()
+    try:
+        tracking.check_store(uri)
+    except ConnectionError as error:
+        raise UserError(str(error)) from None
+    return _aliases_from_mlflow(uri)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import distribute, files, models, tracking, training
+from denoiselab import distribute, files, models, precision, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, to_dict
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,6 @@ def train_tracked(
     run the other workers train in step with the chief and only the chief tracks and saves.
     Returns the saved config.json contents (an empty dict on the other workers).
     """
-    import mlflow
-
     # First: the multi-worker strategy must set up the runtime before any other TF work.
     strategy = distribute.make_strategy(config.distribution)
     tf_config = distribute.cluster_config(config.distribution)
@@ -107,6 +105,8 @@ def train_tracked(
     keras.utils.set_random_seed(base.seed)
     channels = base.channels
     model_config = config.model_config(channels)
+    resolved = precision.resolve(config.precision)
+    print(f"{name}: precision {config.precision} -> {resolved.precision} ({resolved.reason})")
     data_hash = data["manifest"]["data_hash"]
     params = {
         **{f"train.{key}": value for key, value in to_dict(config).items()},
@@ -116,6 +116,8 @@ def train_tracked(
         "deterministic": base.deterministic,
         "data_hash": data_hash,
         "train_patches": len(data["clean_train"]),
+        # Part of the backup's key too, so a resume never mixes precisions.
+        "precision_resolved": resolved.precision,
         **(extra_params or {}),
     }
     backup = checkpoint_dir(stage, {"params": params, "name": name})
@@ -134,17 +136,16 @@ def train_tracked(
 
     tracking.setup()
     if resume_run:
-        try:
-            mlflow.MlflowClient().get_run(resume_run)
+        if tracking.run_exists(resume_run):
             log.info("resuming %s from %s (MLflow run %s)", name, backup, resume_run)
-        except mlflow.exceptions.MlflowException:
+        else:
             resume_run = None
     for stale in tracking.fail_stale_runs(stage, keep=resume_run):
         log.warning("marked MLflow run %s FAILED: its process is gone", stale)
     with tracking.model_run(name, stage, params, run_id=resume_run) as run:
         run_id_file.write_text(run.info.run_id)
         if extra_tags:
-            mlflow.set_tags(extra_tags)
+            tracking.set_tags(extra_tags)
         model, rows = _train(
             model_config,
             config,
@@ -156,7 +157,7 @@ def train_tracked(
             [tracking.epoch_logger()],
         )
         flops = models.conv_flops_per_pixel(model, channels)
-        mlflow.log_params(
+        tracking.log_params(
             {
                 "parameters": model.count_params(),
                 "mflops_per_pixel": round(flops / 1e6, 4),
@@ -166,7 +167,7 @@ def train_tracked(
         crop = config.crop_size or data["clean_train"].shape[1]
         throughput = float(np.median([row["patches_per_s"] for row in rows[-3:]]))
         step_flops = models.training_flops_per_patch(model, channels, crop)
-        mlflow.log_metrics(
+        tracking.log_metrics(
             {
                 "train_patches_per_s": throughput,
                 "train_gflops_per_s": throughput * step_flops / 1e9,
@@ -175,7 +176,6 @@ def train_tracked(
         # Save from a fresh, uncompiled copy so the weights file holds no optimizer state.
         clean_model = models.build_model(model_config)
         clean_model.set_weights(model.get_weights())
-        model_info = tracking.log_keras_model(clean_model, channels)
         info = {
             "name": name,
             "stage": stage,
@@ -183,9 +183,15 @@ def train_tracked(
             "base": dataclasses.asdict(base),
             "data_hash": data_hash,
             "mlflow_run_id": run.info.run_id,
-            "mlflow_model_uri": model_info.model_uri,
         }
         models.save_model_dir(clean_model, model_config, model_dir, info)
+        # MLflow logs the saved folder itself (ONNX graph, weights, config.json), so the model
+        # it registers and serves is the one the evaluate stage scores; config.json then
+        # learns the logged model's URI.
+        model_info = tracking.log_denoiser_model(model_dir, channels)
+        info["mlflow_model_uri"] = model_info.model_uri
+        config_path = model_dir / models.CONFIG_FILE
+        files.write_json(config_path, {**files.read_json(config_path), **info})
         files.write_json(history_path, rows)
     # The model is saved, so the backup has done its job.
     shutil.rmtree(backup, ignore_errors=True)

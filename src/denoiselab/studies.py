@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,13 @@ from denoiselab.errors import StoreUnreachableError, UserError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 CREATE_ATTEMPTS = 4
+# A running trial records a heartbeat in an RDB storage every HEARTBEAT_INTERVAL seconds. A
+# trial whose process died (killed, out of memory, machine lost) stops beating; after
+# GRACE_PERIOD seconds the next process that starts a trial marks it FAIL and enqueues the same
+# parameters again, at most MAX_RETRY times, so a dead worker never leaves a trial RUNNING.
+HEARTBEAT_INTERVAL = 30
+GRACE_PERIOD = 120
+MAX_RETRY = 2
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # tune_unet keys that do not change what a trial trains, so they stay out of the study name:
 # raising n_trials extends a finished search instead of starting a new one.
@@ -46,11 +54,19 @@ def storage_location(storage: str | None, root: Path) -> str:
     return str(path if path.is_absolute() else root / path)
 
 
-def open_storage(location: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage at ``location`` (from :func:`storage_location`)."""
+def open_storage(
+    location: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD
+) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``location`` (from :func:`storage_location`).
+
+    RDB storages (sqlite, PostgreSQL) watch running trials with a heartbeat and retry those
+    whose process died. Optuna's journal storage has no heartbeat: there a killed worker's
+    trial stays RUNNING (it is not counted as finished, so the search still completes).
+    """
     if "://" not in location:
         Path(location).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(location))
+    heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     engine_kwargs = {}
     if location.startswith("sqlite:///"):
         Path(location[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +74,7 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            return _rdb_storage(location, engine_kwargs)
+            return _rdb_storage(location, engine_kwargs, heartbeat)
         except sqlalchemy.exc.DatabaseError as error:
             # Workers started together race to create the tables of a new database ("table
             # ... already exists", a duplicate row); the loser finds them made by the winner
@@ -81,10 +97,21 @@ def _unreachable(location: str, error: sqlalchemy.exc.DatabaseError) -> StoreUnr
     )
 
 
-def _rdb_storage(location: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
+def _rdb_storage(
+    location: str, engine_kwargs: dict, heartbeat: dict
+) -> optuna.storages.RDBStorage:
     shown = tracking.redact(location)
     try:
-        return optuna.storages.RDBStorage(location, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():
+            # Optuna marks the retry callback experimental; its behaviour is what we test.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            return optuna.storages.RDBStorage(
+                location,
+                engine_kwargs=engine_kwargs,
+                heartbeat_stale_trial_callback=retry,
+                **heartbeat,
+            )
     except ImportError:
         raise UserError(
             f"Optuna storage {shown} needs its database driver (psycopg2 for PostgreSQL); "
@@ -122,9 +149,13 @@ def full_study_name(name: str, fingerprint: str) -> str:
 def open_study(
     storage: optuna.storages.BaseStorage, name: str, tune: TuneConfig, seed: int | None
 ) -> optuna.Study:
-    """Creates the study, or joins it when another process created it first."""
+    """Creates the study, or joins it when another process created it first.
+
+    Trials of dead processes (no heartbeat for the grace period) are failed and re-enqueued
+    at once, so they neither show as RUNNING nor wait for this process's first trial.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=storage,
         load_if_exists=True,
@@ -132,7 +163,34 @@ def open_study(
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, tune.n_trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    return study
 
 
 def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    """Finished trials, not counting a trial of a dead process that was retried: its retry
+    takes its place, so a killed worker does not shorten the search."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {
+        number for trial in trials for number in trial.system_attrs.get("retry_history", ())
+    }
+    return sum(
+        trial.state in FINISHED_STATES
+        and not (trial.state == TrialState.FAIL and trial.number in retried)
+        for trial in trials
+    )
+
+
+class StopWhenFull:
+    """A study.optimize callback that stops once the study holds ``n_trials`` finished trials
+    (as :func:`count_finished` counts them), whichever process ran them."""
+
+    def __init__(self, n_trials: int):
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if count_finished(study) >= self.n_trials:
+            study.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -21,7 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from denoiselab.errors import StoreUnreachableError
+from denoiselab.errors import StoreUnreachableError, UserError
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "denoiselab"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
@@ -208,30 +211,132 @@ def epoch_logger():
     return MlflowEpochLogger()
 
 
-def log_keras_model(model, channels: int, name: str = "model") -> Any:
-    """Logs a Keras model with an explicit tensor signature (NHWC float32, any size)."""
-    import mlflow.keras
+def setup_uri() -> None:
+    """Points MLflow at the store, without choosing an experiment."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    """Tags on the active run."""
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Metrics on the active run."""
+    import mlflow
+
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str, run_id: str | None = None) -> None:
+    """A file as an artifact of run ``run_id``, or of the active run."""
+    import mlflow
+
+    if run_id is None:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    else:
+        mlflow.MlflowClient().log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def run_exists(run_id: str) -> bool:
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def download_run_artifact(run_id: str, artifact_path: str) -> Path | None:
+    """A run's artifact, downloaded; None (with a logged line) when the run lacks it."""
+    import mlflow
+
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path)
+        )
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        log.info("%s not in MLflow run %s: %s", artifact_path, run_id, error)
+        return None
+
+
+def log_scores(run_id: str, scores: dict, val_psnr: float | None = None) -> None:
+    """Final test PSNR/SSIM (and per image) on a model's own run, beside its training curves.
+
+    The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
+    run is already the per-epoch curve on validation patches, and one more point would join
+    that curve.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
+    metrics["seconds_per_megapixel"] = scores["seconds_per_megapixel"]
+    for image, values in scores["per_image"].items():
+        metrics[f"psnr_{image}"] = values["psnr"]
+        metrics[f"ssim_{image}"] = values["ssim"]
+    if val_psnr is not None:
+        metrics["val_image_psnr"] = val_psnr
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+
+
+def log_denoiser_model(model_dir: str | Path, channels: int, name: str = "model") -> Any:
+    """Logs a saved model folder (model.onnx, config.json, weights) as an MLflow pyfunc that
+    runs the folder's ONNX graph through the code ``denoiselab denoise`` runs, so what MLflow
+    serves is what the evaluate stage scored: float32, padded, tiled, cropped and clipped as
+    the command does, for images of any size (signature: NHWC float32, any batch and size).
+    """
+    import mlflow.pyfunc
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), "noisy")])
+    from denoiselab import model_store, serving
+
+    spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), serving.INPUT_NAME)])
     signature = ModelSignature(
         inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
     )
-    return mlflow.keras.log_model(
-        model, name=name, signature=signature, pip_requirements=serving_requirements()
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=serving.OnnxDenoiserModel(),
+        artifacts={model_store.PYFUNC_ARTIFACT: str(model_dir)},
+        signature=signature,
+        pip_requirements=serving_requirements(),
     )
+
+
+def download_model(uri: str, destination: str | Path) -> Path:
+    """Downloads an MLflow model (models:/NAME@ALIAS, runs:/RUN_ID/PATH, ...) into
+    ``destination``; returns the local folder holding its MLmodel file."""
+    import mlflow
+
+    setup_uri()
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+        )
+    except mlflow.exceptions.MlflowException as error:
+        raise UserError(f"{uri}: cannot load the MLflow model ({error.message})") from None
+    except OSError as error:
+        raise UserError(f"{uri}: cannot load the MLflow model ({error})") from None
 
 
 def serving_requirements() -> list[str]:
     """The pinned packages a logged model needs, read from this environment (MLflow adds
-    itself). Given explicitly, so MLflow does not load the model in a subprocess to infer
-    them, which took about 7 s per model here."""
+    itself; the denoiselab package itself must be installed where the model is served).
+    Given explicitly, so MLflow does not load the model in a subprocess to infer them, which
+    took about 7 s per model here."""
     from importlib import metadata
 
     pins = []
-    for package in ("tensorflow-cpu", "tensorflow", "keras", "numpy"):
+    for package in ("onnxruntime", "numpy", "scikit-image", "cloudpickle"):
         try:
             pins.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:

@@ -21,6 +21,7 @@ from denoiselab.config import TrainConfig
 from denoiselab.errors import NonFiniteLossError, UserError
 
 log = logging.getLogger(__name__)
+BACKUP_FILE = "backup.weights.h5"
 # Retracing notices when a search builds many models are expected, not actionable.
 tf.get_logger().setLevel("ERROR")
 
@@ -85,7 +86,8 @@ def make_train_dataset(
 
     The order is drawn up front and every random op is stateless, so the stream is a pure
     function of ``seed``: the same under any tf.distribute strategy, which rewrites the
-    pipeline (a seeded ``shuffle`` then draws another order).
+    pipeline (a seeded ``shuffle`` then draws another order), and a resumed run continues it
+    by skipping the batches its finished steps took (see :func:`fit`).
     """
     channels = clean.shape[-1]
     if config.fresh_noise:
@@ -163,27 +165,25 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class History(keras.callbacks.Callback):
     """Per-epoch logs plus throughput, persisted beside the backup so a resume keeps them.
 
-    Must come before ``BackupAndRestore`` in the callback list: an epoch's row is written
-    before its backup, so a crash between the two leaves a row the resume drops, never a
-    backup without its row.
+    Must come before :class:`Backup` in the callback list: an epoch's row is written before
+    its backup, so a crash between the two leaves a row the resume drops, never a backup
+    without its row.
     """
 
-    def __init__(self, path: Path | None, batch_size: int, steps_per_epoch: int):
+    def __init__(
+        self, path: Path | None, batch_size: int, steps_per_epoch: int, finished_epochs: int = 0
+    ):
         super().__init__()
         self.path = path
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
         self.rows: list[dict] = []
+        if finished_epochs and path is not None and path.is_file():
+            saved = json.loads(path.read_text())
+            self.rows = [row for row in saved if row["epoch"] <= finished_epochs]
         self._started = 0.0
-        self._resumed = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._resumed:
-            # The first epoch begins after the backup was restored: ``epoch`` epochs are done.
-            self._resumed = True
-            if self.path is not None and self.path.is_file():
-                saved = json.loads(self.path.read_text())
-                self.rows = [row for row in saved if row["epoch"] <= epoch]
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -194,6 +194,40 @@ class History(keras.callbacks.Callback):
         self.rows.append(row)
         if self.path is not None:
             files.write_json(self.path, self.rows)
+
+
+class Backup(keras.callbacks.Callback):
+    """Saves the weights and the optimizer's state (its variables and step count) after every
+    epoch, in one file replaced atomically, so a crash leaves the last finished epoch whole.
+
+    Keras's BackupAndRestore writes the weights and the epoch number to two files one after
+    the other, so a crash between them resumes from an epoch that does not match the weights;
+    here the optimizer's step count, saved with the weights, says how far training got.
+    """
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.path = folder / BACKUP_FILE
+
+    def on_epoch_end(self, epoch, logs=None):
+        with files.atomic_path(self.path) as temporary:
+            # Keras picks the format from the suffix, so the file is written under that name
+            # first and then moved over the temporary one that atomic_path renames into place.
+            weights_path = temporary.with_name(temporary.name + ".weights.h5")
+            self.model.save_weights(weights_path)
+            weights_path.replace(temporary)
+
+
+def restore_backup(model: keras.Model, folder: Path) -> int:
+    """Loads the last :class:`Backup` in ``folder`` into the compiled ``model`` and its
+    optimizer; returns the number of optimizer steps it had taken (0 without a backup)."""
+    path = folder / BACKUP_FILE
+    if not path.is_file():
+        return 0
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return int(model.optimizer.iterations.numpy())
 
 
 def fit(
@@ -209,7 +243,10 @@ def fit(
     """Compiles and trains ``model``; returns one dict of logs per epoch (resumed ones too).
 
     With ``backup_dir`` the model and optimizer are saved after every epoch and a rerun after
-    a crash resumes from the last finished epoch. With a ``strategy`` (see
+    a crash resumes from the last finished epoch as if it had never stopped: same weights,
+    optimizer state and step (which the learning-rate schedule follows), and the input stream
+    continued where the finished steps left it. ``train_dataset`` must be the stream from its
+    first batch, as :func:`make_train_dataset` makes it. With a ``strategy`` (see
     :mod:`denoiselab.distribute`) the model must have been built inside ``strategy.scope()``;
     it is compiled there too, and ``config.batch_size`` is the global batch over its replicas.
     """
@@ -222,19 +259,26 @@ def fit(
     distributed = isinstance(
         strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
     )
+    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    backup_dir = None if across_workers else backup_dir
     with strategy.scope():
         compile_model(model, config, distributed)
-    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        finished_steps = restore_backup(model, backup_dir) if backup_dir is not None else 0
+    finished_epochs = finished_steps // config.steps_per_epoch
+    if finished_steps:
+        log.info("resuming after epoch %d (step %d)", finished_epochs, finished_steps)
+        # Every random op of the stream is keyed by its position, so skipping the batches
+        # already trained on continues it exactly where the uninterrupted run would be.
+        train_dataset = train_dataset.skip(finished_steps)
     history = History(
-        backup_dir / "history.json" if backup_dir and not across_workers else None,
+        backup_dir / "history.json" if backup_dir else None,
         config.batch_size,
         config.steps_per_epoch,
+        finished_epochs,
     )
     all_callbacks = [history]
-    if backup_dir is not None and not across_workers:
-        all_callbacks.append(
-            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
-        )
+    if backup_dir is not None:
+        all_callbacks.append(Backup(backup_dir))
     all_callbacks += [StopOnNonFiniteLoss(), *(callbacks or [])]
     if across_workers:
         _fit_across_workers(model, train_dataset, validation, config, strategy, all_callbacks)
@@ -243,6 +287,7 @@ def fit(
     model.fit(
         train_dataset,
         epochs=config.epochs,
+        initial_epoch=finished_epochs,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=(noisy_val, clean_val),
         validation_batch_size=max(config.batch_size, 32),

@@ -19,14 +19,14 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from denoiselab import files, models, studies, tracking, training
+from denoiselab import files, models, precision, studies, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
 from denoiselab.errors import NonFiniteLossError, UserError
 
 log = logging.getLogger(__name__)
 
 # The modules whose code shapes a trial's result; an edit to any of them starts a new study.
-TRIAL_CODE = (models.__file__, training.__file__, studies.__file__, __file__)
+TRIAL_CODE = (models.__file__, precision.__file__, training.__file__, studies.__file__, __file__)
 
 
 def steps_for_budget(
@@ -156,8 +156,6 @@ def run_trials(
     Other processes may run trials of the same study at the same time; each completed trial's
     weights go to ``folder`` and to its MLflow run, for the final run's warm start.
     """
-    import mlflow
-
     patch_size = data["clean_train"].shape[1]
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ran: list[int] = []
@@ -171,11 +169,12 @@ def run_trials(
         )  # fmt: skip
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
+        params["precision_resolved"] = precision.resolve(config.precision).precision
         with tracking.model_run(
             f"trial-{trial.number}", "tune_unet", params, nested=True,
             stopped_by=(optuna.TrialPruned,),
         ) as run:  # fmt: skip
-            mlflow.set_tags(
+            tracking.set_tags(
                 {
                     "mlflow.parentRunId": parent_run_id,
                     "optuna.study": study.study_name,
@@ -197,16 +196,16 @@ def run_trials(
                     verbose=0,
                 )
             except optuna.TrialPruned:
-                mlflow.set_tag("optuna.state", "PRUNED")
+                tracking.set_tags({"optuna.state": "PRUNED"})
                 print(f"trial {trial.number}: pruned {trial.params}", flush=True)
                 raise
             value = rows[-1]["val_psnr"]
-            mlflow.set_tag("optuna.state", "COMPLETE")
-            mlflow.log_metric("best_val_psnr", value)
+            tracking.set_tags({"optuna.state": "COMPLETE"})
+            tracking.log_metrics({"best_val_psnr": value})
             path = weights_file(folder, trial.number)
             weights = model.get_weights()
             files.save_arrays(path, {f"{index:04d}": array for index, array in enumerate(weights)})
-            mlflow.log_artifact(str(path), artifact_path="weights")
+            tracking.log_artifact(path, "weights")
             print(
                 f"trial {trial.number}/{tune.n_trials}: val_psnr {value:.2f} dB, "
                 f"{rows[-1]['patches_per_s']:.0f} patches/s, {trial.params}",
@@ -223,7 +222,7 @@ def run_trials(
             flush=True,
         )
         return ran
-    stop_when_full = optuna.study.MaxTrialsCallback(tune.n_trials, states=studies.FINISHED_STATES)
+    stop_when_full = studies.StopWhenFull(tune.n_trials)
     study.optimize(
         objective, n_trials=todo, catch=(NonFiniteLossError,), callbacks=[stop_when_full]
     )
@@ -259,19 +258,12 @@ def work(
 def trial_weights(trial: FrozenTrial, folder: Path) -> list[np.ndarray] | None:
     """The weights a completed trial saved: from ``folder``, else from its MLflow run (a trial
     run on another machine); ``None``, with a logged line, when neither has them."""
-    import mlflow
-
     path = weights_file(folder, trial.number)
     if not path.is_file() and trial.user_attrs.get("mlflow_run_id"):
-        try:
-            path = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=trial.user_attrs["mlflow_run_id"],
-                    artifact_path=f"weights/{path.name}",
-                )
-            )
-        except (mlflow.exceptions.MlflowException, OSError) as error:
-            log.info("trial %d weights not in MLflow: %s", trial.number, error)
+        downloaded = tracking.download_run_artifact(
+            trial.user_attrs["mlflow_run_id"], f"weights/{path.name}"
+        )
+        path = downloaded or path
     if not path.is_file():
         log.warning(
             "no saved weights for trial %d (run by %s); the final run starts from scratch",

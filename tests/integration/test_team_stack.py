@@ -15,9 +15,11 @@ import pytest
 import yaml
 from conftest import ROOT, run_command, smoke_copy
 
+from denoiselab import model_store
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-MODEL_NAMES = ("cae", "unet", "unet_tuned")
+MODEL_NAMES = model_store.TRAINED_MODELS
 
 
 def free_port() -> int:

@@ -1,0 +1,118 @@
+"""The champion is chosen on validation, per kind (channels and data), against a real MLflow
+sqlite store: a worse challenger never takes the alias, a better one does."""
+
+from __future__ import annotations
+
+import pytest
+
+from denoiselab import model_store, models, registry, tracking
+from denoiselab.config import ModelConfig
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A DVC repository root in tmp_path with the default sqlite store, and a tiny saved model
+    folder to log."""
+    import mlflow
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    config = ModelConfig(model="unet", base_filters=2, depth=1)
+    models.save_model_dir(models.build_model(config), config, tmp_path / "folder", {})
+    tracking.setup()
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def candidate(
+    root, name: str, val_psnr: float, test_psnr: float, data_hash="data-a", channels=1
+) -> registry.Candidate:
+    """Logs the tiny model folder as a new run's model; returns it as a candidate."""
+    with tracking.model_run(name, "test", {}) as run:
+        info = tracking.log_denoiser_model(root / "folder", channels)
+    return registry.Candidate(
+        name=name,
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        val_psnr=val_psnr,
+        test_scores={"psnr": test_psnr, "ssim": 0.8},
+        data_hash=data_hash,
+        channels=channels,
+    )
+
+
+def champion_tags(alias: str = registry.CHAMPION) -> dict[str, str]:
+    return registry.version_tags(alias)
+
+
+def test_champion_is_the_best_on_validation_and_a_worse_challenger_never_takes_it(store):
+    first = [
+        candidate(store, "cae", val_psnr=27.0, test_psnr=31.0),
+        candidate(store, "unet", val_psnr=29.0, test_psnr=28.0),
+    ]
+    [crowning] = registry.register_and_crown(first)
+    assert crowning.alias == registry.CHAMPION and crowning.changed
+    tags = champion_tags()
+    # The best on validation, although the CAE's test PSNR is higher.
+    assert tags["model_name"] == "unet" and tags["run_id"] == first[1].run_id
+    assert tags["val_psnr"] == "29.0000" and tags["psnr"] == "28.0000"
+    assert tags["data_hash"] == "data-a" and tags["channels"] == "1"
+
+    # An experiment with worse params: better on the test split, worse on validation.
+    worse = candidate(store, "unet", val_psnr=28.5, test_psnr=40.0)
+    [crowning] = registry.register_and_crown([worse])
+    assert not crowning.changed
+    assert champion_tags()["run_id"] == first[1].run_id
+    assert registry.version_tags("unet")["run_id"] == worse.run_id  # its name alias moves
+
+    better = candidate(store, "unet_tuned", val_psnr=29.5, test_psnr=20.0)
+    [crowning] = registry.register_and_crown([better])
+    assert crowning.changed and crowning.model_name == "unet_tuned"
+    assert champion_tags()["run_id"] == better.run_id
+    assert registry.registered_aliases()[registry.CHAMPION] == better.run_id
+
+
+def test_kinds_are_kept_apart(store):
+    gray = candidate(store, "unet", val_psnr=30.0, test_psnr=30.0)
+    colour = candidate(store, "unet", val_psnr=25.0, test_psnr=25.0, channels=3)
+    crownings = registry.register_and_crown([gray, colour])
+    assert {crowning.alias for crowning in crownings} == {"champion", "champion_rgb"}
+    assert champion_tags()["run_id"] == gray.run_id
+    assert champion_tags(registry.CHAMPION_RGB)["run_id"] == colour.run_id
+    assert champion_tags(registry.CHAMPION_RGB)["channels"] == "3"
+
+    # New data: validation scores on other images cannot be compared, so the best version
+    # on the current data takes the alias even with a lower figure...
+    new_data = candidate(store, "unet", val_psnr=22.0, test_psnr=22.0, data_hash="data-b")
+    [crowning] = registry.register_and_crown([new_data])
+    assert crowning.changed and "other data" in crowning.reason
+    assert champion_tags()["run_id"] == new_data.run_id
+    # ...and only versions on that data compete for it afterwards.
+    back = candidate(store, "cae", val_psnr=21.0, test_psnr=35.0, data_hash="data-b")
+    registry.register_and_crown([back])
+    assert champion_tags()["run_id"] == new_data.run_id
+    # The colour champion was never touched by grayscale versions.
+    assert champion_tags(registry.CHAMPION_RGB)["run_id"] == colour.run_id
+
+
+def test_alias_cache_follows_the_registry(store):
+    first = candidate(store, "unet", val_psnr=30.0, test_psnr=30.0)
+    registry.register_and_crown([first])
+    cache = store / ("mlflow.db" + registry.ALIAS_CACHE_SUFFIX)
+    assert cache.is_file()
+    assert registry.registered_aliases()["champion"] == first.run_id
+
+    # Moved behind the cache's back, by MLflow's own client: the store file changed, so the
+    # cache is not trusted and MLflow is asked again.
+    second = candidate(store, "cae", val_psnr=20.0, test_psnr=20.0)
+    registry.register_and_crown([second])
+    import mlflow
+
+    version = mlflow.MlflowClient().get_model_version_by_alias("denoiselab", "cae").version
+    mlflow.MlflowClient().set_registered_model_alias("denoiselab", "champion", version)
+    assert registry.registered_aliases()["champion"] == second.run_id
+
+    source = model_store.locate_model("champion", store, registry.registered_aliases())
+    assert source == model_store.ModelSource("models:/denoiselab@champion", is_mlflow=True)
