@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from denoiselab import files, model_store, plots, tracking
+from denoiselab import files, model_store, plots, registry, tracking
 from denoiselab.config import load_params
 from denoiselab.errors import stage_main
 
@@ -49,6 +49,10 @@ def main() -> None:
         info = files.read_json(args.models / name / model_store.CONFIG_FILE)
         for filename in figures:
             tracking.log_artifact(args.out / filename, "figures", run_id=info["mlflow_run_id"])
+    # The figures changed the store file, which makes the alias cache stale; the last stage to
+    # write to MLflow refreshes it, so the first `denoiselab denoise` after `dvc repro` need
+    # not ask MLflow.
+    registry.write_alias_cache()
 
 
 if __name__ == "__main__":

@@ -533,7 +533,7 @@ def identity_model_and_wave(repo: Path, height: int, width: int) -> tuple[Path, 
 
 
 def protocol_rng(name: str, sigma: float = 0.1, seed: int = 0) -> np.random.Generator:
-    """One image's noise generator, as PROTOCOL.md step 2 writes it."""
+    """One image's noise generator, as docs/protocol.md step 2 writes it."""
     return np.random.default_rng([seed, zlib.crc32(name.encode()), round(sigma * 1000)])
 
 

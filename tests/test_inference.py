@@ -52,7 +52,7 @@ def test_sizes_off_the_pooling_grid_are_reflect_padded_and_cropped_back():
 
     result = inference.denoise_image(model, image, depth)
 
-    # PROTOCOL.md step 3: reflect padding at the bottom and right, cropped back after.
+    # docs/protocol.md step 3: reflect padding at the bottom and right, cropped back after.
     padded = np.pad(image, ((0, 3), (0, 3), (0, 0)), mode="reflect")
     expected = np.clip(np.asarray(model(padded[None], training=False))[0, :37, :53], 0, 1)
     assert result.shape == image.shape

@@ -150,7 +150,8 @@ def test_onnx_export_of_a_bfloat16_model_agrees_within_bfloat16_rounding(config,
 
 
 def functional(*body, inputs=None):
-    inputs = inputs or keras.Input(shape=(None, None, 4), name="x")
+    if inputs is None:
+        inputs = keras.Input(shape=(None, None, 4), name="x")
     x = inputs
     for layer in body:
         x = layer(x)

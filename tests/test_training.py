@@ -109,3 +109,56 @@ def test_several_steps_per_execution_train_the_same_steps_as_one():
 def test_steps_per_execution_never_runs_past_the_epoch(steps, asked, used):
     config = tiny_config(steps_per_epoch=steps, steps_per_execution=asked)
     assert training.steps_per_execution(config) == used
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    """Stands in for a kill once ``epoch`` epochs are finished and backed up."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise Crash
+
+
+@pytest.mark.parametrize("crash_after", [1, 3])
+def test_a_resumed_fit_ends_as_an_uninterrupted_one(tmp_path, crash_after):
+    clean = smooth_patches(16)
+    config = tiny_config(epochs=3, steps_per_epoch=4, lr_schedule="cosine", precision="float32")
+
+    def run(backup_dir, callbacks=()):
+        keras.utils.set_random_seed(0)
+        model = models.build_model(config.model_config(1))
+        dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+        rows = training.fit(
+            model, dataset, (clean[:4], clean[:4]), config, backup_dir=backup_dir,
+            callbacks=list(callbacks), verbose=0,
+        )  # fmt: skip
+        return model, rows
+
+    expected_model, expected_rows = run(tmp_path / "uninterrupted")
+    with pytest.raises(Crash):
+        run(tmp_path / "resumed", [CrashAfterEpoch(crash_after)])
+    model, rows = run(tmp_path / "resumed")
+    assert int(model.optimizer.iterations.numpy()) == 12
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert [row["val_loss"] for row in rows] == pytest.approx(
+        [row["val_loss"] for row in expected_rows], rel=1e-6
+    )
+    for array, expected in zip(model.get_weights(), expected_model.get_weights(), strict=True):
+        np.testing.assert_allclose(array, expected, rtol=0, atol=1e-6)
+
+
+def test_skipping_batches_continues_the_stream():
+    clean = smooth_patches(8)
+    config = tiny_config(batch_size=4, crop_size=8)
+    dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+    whole = [noisy.numpy() for noisy, _ in dataset.take(5)]
+    continued = [noisy.numpy() for noisy, _ in dataset.skip(3).take(2)]
+    np.testing.assert_array_equal(np.stack(continued), np.stack(whole[3:]))

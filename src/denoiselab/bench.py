@@ -3,8 +3,10 @@
 Writes ``reports/benchmark.json`` with, for every trained model and classical method, test
 PSNR/SSIM and seconds per megapixel; for every model, training patches/s and achieved
 GFLOP/s beside a large float32 matrix multiply measured in the same run (the machine's
-practical limit); and the whole-process time of ``denoiselab denoise`` on a 1-megapixel photo
-beside BM3D's time on the same image. A benchmark, not a test: nothing here asserts a time.
+practical limit); the U-Net's training patches/s in float32 and mixed_bfloat16 under each
+oneDNN instruction-set limit (what precision: auto weighs); and the whole-process time of
+``denoiselab denoise`` on a 1-megapixel photo beside BM3D's time on the same image. A
+benchmark, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def training_throughput(
             "patches_per_s": round(best[name], 1),
             "crop_size": crop,
             "batch_size": config.batch_size,
-            "precision": config.precision,
+            "precision": models.model_precision(model),
             "steps_per_execution": training.steps_per_execution(config),
             "mflops_per_pixel": round(flops / 1e6, 4),
             "gflops_per_s": round(gflops, 1),
@@ -127,6 +129,62 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
         "deterministic_patches_per_s": deterministic,
         "slowdown": round(1 - deterministic / default, 3),
     }
+
+
+# oneDNN instruction-set limits the ISA table compares: none (this CPU as it is), AVX-512
+# without bfloat16 instructions, and AVX2 (CPUs without AVX-512).
+ISA_LIMITS = ("default", "AVX512_CORE", "AVX2")
+
+
+def isa_precision_table(
+    config: TrainConfig,
+    channels: int,
+    patch_size: int,
+    isas: tuple[str, ...] = ISA_LIMITS,
+    rounds: int = 2,
+    steps: int = 40,
+) -> dict:
+    """Training patches/s of ``config`` in float32 and mixed_bfloat16 under each oneDNN ISA
+    limit (``ONEDNN_MAX_CPU_ISA``, read once when TensorFlow loads, hence a process per cell),
+    interleaved ``rounds`` times so that machine noise hits all cells alike; best of rounds.
+
+    Each cell records the precision that really ran: mixed_bfloat16 falls back to float32
+    where oneDNN cannot run it (see :mod:`denoiselab.precision`).
+    """
+    probe = (
+        "import json, sys; from denoiselab import bench; "
+        "from denoiselab.config import TrainConfig; "
+        "config = TrainConfig(**json.loads(sys.argv[1])); "
+        "rows, _ = bench.training_throughput({'m': config}, int(sys.argv[2]), int(sys.argv[3]), "
+        "steps=int(sys.argv[4]), repeats=1); "
+        "print(json.dumps(rows['m']))"
+    )
+    cells = {isa: {} for isa in isas}
+    for _ in range(rounds):
+        for isa in isas:
+            for requested in ("mixed_bfloat16", "float32"):
+                env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+                if isa != "default":
+                    env["ONEDNN_MAX_CPU_ISA"] = isa
+                settings = json.dumps({**config.__dict__, "precision": requested})
+                result = subprocess.run(
+                    [sys.executable, "-c", probe, settings, str(channels), str(patch_size),
+                     str(steps)],
+                    capture_output=True, text=True, env=env,
+                )  # fmt: skip
+                if result.returncode != 0:
+                    lines = result.stderr.strip().splitlines() or ["no output"]
+                    raise RuntimeError(f"ISA probe ({isa}, {requested}) failed: {lines[-1]}")
+                row = json.loads(result.stdout.strip().splitlines()[-1])
+                cell = cells[isa].setdefault(
+                    requested, {"patches_per_s": 0.0, "ran_as": row["precision"]}
+                )
+                cell["patches_per_s"] = max(cell["patches_per_s"], row["patches_per_s"])
+    baseline = cells[isas[0]]["float32"]["patches_per_s"]
+    for row in cells.values():
+        for cell in row.values():
+            cell["vs_default_float32"] = round(cell["patches_per_s"] / baseline, 2)
+    return cells
 
 
 def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
@@ -197,6 +255,12 @@ def main() -> None:
         params.train_unet, channels, params.prepare.patch_size
     )
     print("determinism", report["determinism"], flush=True)
+    print("training throughput by oneDNN ISA and precision (train_unet)...", flush=True)
+    report["isa_precision"] = isa_precision_table(
+        params.train_unet, channels, params.prepare.patch_size
+    )
+    for isa, row in report["isa_precision"].items():
+        print(isa, row, flush=True)
     megapixel = next(iter(clean.values()))
     size = 1024
     photo = np.pad(megapixel, ((0, max(0, size - megapixel.shape[0])),) * 2 + ((0, 0),), "reflect")
