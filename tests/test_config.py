@@ -16,6 +16,10 @@ def test_project_params_and_smoke_profile_are_valid():
     params = config.load_params(ROOT / "params.yaml")
     assert params.base.noise_sigma == pytest.approx(0.1)
     assert params.train_cae.loss == "bce"
+    # Portable by default: bfloat16 only where the hardware computes it natively.
+    sections = (params.train_cae, params.train_unet, params.tune_unet)
+    assert {section.precision for section in sections} == {"auto"}
+    assert config.TrainConfig().precision == config.TuneConfig().precision == "auto"
     smoke = profiles.apply_profile(
         raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml")
     )
@@ -37,6 +41,8 @@ def test_project_params_and_smoke_profile_are_valid():
         ("train_unet", "depth", 7, "train_unet.depth"),
         ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
         ("train_unet", "steps_per_execution", 0, "train_unet.steps_per_execution"),
+        ("train_unet", "precision", "bfloat16", "train_unet.precision must be one of"),
+        ("tune_unet", "precision", "mixed_float16", "tune_unet.precision must be one of"),
         ("tune_unet", "steps_per_execution", 0, "tune_unet.steps_per_execution"),
         (
             "prepare",

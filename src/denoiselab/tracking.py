@@ -18,6 +18,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,13 +304,17 @@ def log_denoiser_model(model_dir: str | Path, channels: int, name: str = "model"
     signature = ModelSignature(
         inputs=spec, outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
     )
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=serving.OnnxDenoiserModel(),
-        artifacts={model_store.PYFUNC_ARTIFACT: str(model_dir)},
-        signature=signature,
-        pip_requirements=serving_requirements(),
-    )
+    with warnings.catch_warnings():
+        # MLflow suggests an input example and type hints; the explicit tensor signature
+        # already says what the model takes (and log_model with an input example fails here).
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=serving.OnnxDenoiserModel(),
+            artifacts={model_store.PYFUNC_ARTIFACT: str(model_dir)},
+            signature=signature,
+            pip_requirements=serving_requirements(),
+        )
 
 
 def download_model(uri: str, destination: str | Path) -> Path:
