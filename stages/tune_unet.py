@@ -45,9 +45,13 @@ def main() -> None:
 
     patch_size = data["clean_train"].shape[1]
     config = tuning.budgeted_config(
-        summary["params"], tune, base.channels, patch_size, tune.final_epochs,
+        summary["params"],
+        tune,
+        base.channels,
+        patch_size,
+        tune.final_epochs,
         tune.final_budget_tflop,
-    )  # fmt: skip
+    )
     initial = tuning.trial_weights(study.best_trial, folder) if tune.warm_start else None
     info = runner.train_tracked(
         "unet_tuned",

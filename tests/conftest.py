@@ -27,8 +27,11 @@ def smoke_copy(repo: Path) -> dict:
     params.yaml, commits it, and returns the environment to run DVC in."""
     tracked = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, tracked):
         source = ROOT / name
         if source.is_file() and not name.startswith(("reports/", "dvc.lock")):

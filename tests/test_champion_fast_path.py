@@ -71,9 +71,13 @@ def test_champion_resolution_needs_no_mlflow_while_the_store_is_unchanged(tmp_pa
     )
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=environment,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -87,9 +91,17 @@ def test_denoise_with_an_onnx_folder_never_imports_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(code)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, str(tmp_path / "in.png"), str(tmp_path / "out"),
-         str(tmp_path / "model")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            probe,
+            str(tmp_path / "in.png"),
+            str(tmp_path / "out"),
+            str(tmp_path / "model"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out/in.png").size == (30, 20)

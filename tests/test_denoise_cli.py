@@ -102,8 +102,15 @@ def filtered_scanlines(pixels: np.ndarray) -> bytes:
 
 
 # Adam7 interlacing passes as (first column, first row, column step, row step).
-ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-         (0, 1, 1, 2)]  # fmt: skip
+ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
 
 
 def png16_bytes(pixels: np.ndarray, interlaced: bool = False) -> bytes:
@@ -232,13 +239,25 @@ def read_output(path: Path) -> tuple[str, np.ndarray]:
 
 
 CASES = [
-    ("png", "L", 8), ("png", "LA", 8), ("png", "RGB", 8), ("png", "RGBA", 8),
-    ("png", "L", 16), ("png", "LA", 16), ("png", "RGB", 16), ("png", "RGBA", 16),
-    ("jpg", "L", 8), ("jpg", "RGB", 8),
-    ("tif", "L", 8), ("tif", "RGB", 8), ("tif", "RGBA", 8),
-    ("tif", "L", 16), ("tif", "RGB", 16), ("tif", "RGBA", 16),
-    ("bmp", "L", 8), ("bmp", "RGB", 8),
-]  # fmt: skip
+    ("png", "L", 8),
+    ("png", "LA", 8),
+    ("png", "RGB", 8),
+    ("png", "RGBA", 8),
+    ("png", "L", 16),
+    ("png", "LA", 16),
+    ("png", "RGB", 16),
+    ("png", "RGBA", 16),
+    ("jpg", "L", 8),
+    ("jpg", "RGB", 8),
+    ("tif", "L", 8),
+    ("tif", "RGB", 8),
+    ("tif", "RGBA", 8),
+    ("tif", "L", 16),
+    ("tif", "RGB", 16),
+    ("tif", "RGBA", 16),
+    ("bmp", "L", 8),
+    ("bmp", "RGB", 8),
+]
 
 
 @pytest.mark.parametrize(("suffix", "mode", "bits"), CASES)
@@ -568,9 +587,17 @@ def test_evaluate_scores_classical_methods_on_the_same_noisy_pixels(repo, capsys
     clean_folder, gray = identity_model_and_wave(repo, 48, 64)
 
     status = run_cli(
-        "evaluate", "--images", clean_folder, "--models", "unet_tuned",
-        "--classical", "tv", "nl_means", "--json", repo / "scores.json",
-    )  # fmt: skip
+        "evaluate",
+        "--images",
+        clean_folder,
+        "--models",
+        "unet_tuned",
+        "--classical",
+        "tv",
+        "nl_means",
+        "--json",
+        repo / "scores.json",
+    )
 
     assert status == 0
     scores = files.read_json(repo / "scores.json")["scores"]

@@ -19,10 +19,21 @@ from denoiselab import config, distribute, models, training
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = str(ROOT / "stages/train.py")
 STAGE_ARGS = [
-    "--params", "params.yaml", "--section", "train_unet", "--name", "unet",
-    "--prepared", "data/prepared", "--noisy", "data/noisy", "--model-dir", "models/unet",
-    "--history", "history.json",
-]  # fmt: skip
+    "--params",
+    "params.yaml",
+    "--section",
+    "train_unet",
+    "--name",
+    "unet",
+    "--prepared",
+    "data/prepared",
+    "--noisy",
+    "data/noisy",
+    "--model-dir",
+    "models/unet",
+    "--history",
+    "history.json",
+]
 # Runs the stage with the CPU split into two logical devices, as a machine with two GPUs.
 TWO_CPU_DEVICES = (
     "import runpy, sys, tensorflow as tf; "
@@ -44,9 +55,15 @@ def make_project(folder: Path, distribution: str) -> dict:
     params = tiny_params()
     params["base"]["deterministic"] = True
     params["train_unet"].update(
-        base_filters=4, depth=2, batch_size=8, epochs=3, steps_per_epoch=6, crop_size=None,
-        precision="float32", distribution=distribution,
-    )  # fmt: skip
+        base_filters=4,
+        depth=2,
+        batch_size=8,
+        epochs=3,
+        steps_per_epoch=6,
+        crop_size=None,
+        precision="float32",
+        distribution=distribution,
+    )
     folder.mkdir()
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_data(folder)

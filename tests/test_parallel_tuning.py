@@ -95,7 +95,7 @@ def test_two_workers_share_one_study_and_the_stage_takes_its_best(project):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     outputs = {process.pid: finished(process) for process in processes}
@@ -122,10 +122,19 @@ def test_two_workers_share_one_study_and_the_stage_takes_its_best(project):
     assert tuning.weights_file(tuning.weights_folder(folder, name), best.number).is_file()
 
     stage = [
-        sys.executable, str(ROOT / "stages/tune_unet.py"), "--prepared", "data/prepared",
-        "--noisy", "data/noisy", "--model-dir", "models/unet_tuned", "--history", "history.json",
-        "--best", "best.json",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "stages/tune_unet.py"),
+        "--prepared",
+        "data/prepared",
+        "--noisy",
+        "data/noisy",
+        "--model-dir",
+        "models/unet_tuned",
+        "--history",
+        "history.json",
+        "--best",
+        "best.json",
+    ]
     result = subprocess.run(stage, cwd=folder, env=env, capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -244,7 +253,7 @@ def test_processes_creating_one_new_sqlite_storage_at_once_all_open_it(tmp_path)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-            )  # fmt: skip
+            )
             for _ in range(3)
         ]
         for process in processes:

@@ -107,20 +107,36 @@ def test_champion_serves_what_denoise_writes_for_any_size(champion, tmp_path):
     Image.fromarray(pixels).save(tmp_path / "noisy.png")
     noisy = (pixels / 65535).astype(np.float32)[None, ..., None]
     model_uri = f"models:/{registry.REGISTERED_MODEL}@{registry.CHAMPION}"
-    assert cli.main(["denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "out"),
-                     "--model", model_uri]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "denoise",
+                str(tmp_path / "noisy.png"),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                model_uri,
+            ]
+        )
+        == 0
+    )
     written = np.asarray(Image.open(tmp_path / "out" / "noisy.png")) / 65535
 
     port = free_port()
     log = tmp_path / "server.log"
     command = [
         str(Path(sys.executable).with_name("mlflow")),
-        "models", "serve",
-        "-m", model_uri,
-        "--env-manager", "local",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-    ]  # fmt: skip
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as log_file:
         server = subprocess.Popen(
             command,

@@ -31,8 +31,13 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # tune_unet keys that do not change what a trial trains, so they stay out of the study name:
 # raising n_trials extends a finished search instead of starting a new one.
 NOT_SEARCH_KEYS = (
-    "n_trials", "final_epochs", "final_budget_tflop", "warm_start", "storage", "study_name",
-)  # fmt: skip
+    "n_trials",
+    "final_epochs",
+    "final_budget_tflop",
+    "warm_start",
+    "storage",
+    "study_name",
+)
 
 
 def storage_location(storage: str | None, root: Path) -> str:

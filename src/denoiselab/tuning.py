@@ -92,9 +92,13 @@ def budgeted_config(
     crop = tune.crop_size or patch_size
     probe = sampled_config(params, tune, epochs, 1)
     steps = steps_for_budget(
-        probe.model_config(channels), crop, params["batch_size"], epochs, budget,
+        probe.model_config(channels),
+        crop,
+        params["batch_size"],
+        epochs,
+        budget,
         tune.steps_per_execution,
-    )  # fmt: skip
+    )
     return sampled_config(params, tune, epochs, steps)
 
 
@@ -164,16 +168,23 @@ def run_trials(
         ran.append(trial.number)
         trial.set_user_attr("worker", worker)
         config = budgeted_config(
-            suggest(trial, tune), tune, base.channels, patch_size, tune.trial_epochs,
+            suggest(trial, tune),
+            tune,
+            base.channels,
+            patch_size,
+            tune.trial_epochs,
             tune.trial_budget_tflop,
-        )  # fmt: skip
+        )
         keras.utils.set_random_seed(base.seed + trial.number)
         params = {f"train.{key}": value for key, value in to_dict(config).items()}
         params["precision_resolved"] = precision.resolve(config.precision).precision
         with tracking.model_run(
-            f"trial-{trial.number}", "tune_unet", params, nested=True,
+            f"trial-{trial.number}",
+            "tune_unet",
+            params,
+            nested=True,
             stopped_by=(optuna.TrialPruned,),
-        ) as run:  # fmt: skip
+        ) as run:
             tracking.set_tags(
                 {
                     "mlflow.parentRunId": parent_run_id,
@@ -250,9 +261,14 @@ def work(
     }
     with tracking.model_run("unet_tune_worker", "tune_unet", params) as parent:
         return run_trials(
-            study, tune, base, data, parent.info.run_id, weights_folder(root, study.study_name),
+            study,
+            tune,
+            base,
+            data,
+            parent.info.run_id,
+            weights_folder(root, study.study_name),
             max_trials,
-        )  # fmt: skip
+        )
 
 
 def trial_weights(trial: FrozenTrial, folder: Path) -> list[np.ndarray] | None:

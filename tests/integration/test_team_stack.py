@@ -59,11 +59,15 @@ def stack():
         **{
             name: str(free_port())
             for name in (
-                "POSTGRES_PORT", "S3_PORT", "WEED_MASTER_PORT", "WEED_VOLUME_PORT",
-                "WEED_FILER_PORT", "MLFLOW_PORT",
+                "POSTGRES_PORT",
+                "S3_PORT",
+                "WEED_MASTER_PORT",
+                "WEED_VOLUME_PORT",
+                "WEED_FILER_PORT",
+                "MLFLOW_PORT",
             )
         },
-    )  # fmt: skip
+    )
     try:
         run_command([str(ROOT / "services/start.sh")], ROOT, env, timeout=600)
         yield read_env_file(services_dir / "env"), env
