@@ -55,3 +55,48 @@ def smoke_copy(repo: Path) -> dict:
     run_command(["git", "add", "-A"], repo, env)
     run_command(["git", "commit", "-qm", "smoke"], repo, env)
     return env
+
+
+def blur_model(architecture: str, depth: int, base_filters: int = 2):
+    """A model whose every convolution averages its inputs, so each output pixel depends on
+    its whole receptive field, as in a trained denoiser: a tile margin too small for it, or
+    padding of the wrong kind, shows in the output. Returns the model and its config."""
+    import keras
+    import numpy as np
+
+    from denoiselab import models
+    from denoiselab.config import ModelConfig
+
+    config = ModelConfig(model=architecture, base_filters=base_filters, depth=depth)
+    model = models.build_model(config)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            fan_in = layer.kernel.shape[3]
+        elif isinstance(layer, keras.layers.Conv2D):
+            fan_in = np.prod(layer.kernel.shape[:3])
+        else:
+            continue
+        weight = (0.5 if layer.name == "noise" else 1.0) / fan_in
+        layer.set_weights([np.full(layer.kernel.shape, weight), np.zeros(layer.bias.shape)])
+    return model, config
+
+
+def register_champion(model, config, folder: Path, name: str = "unet_tuned") -> None:
+    """Saves ``model`` into ``folder`` as `dvc repro` does, logs it to the MLflow store in
+    MLFLOW_TRACKING_URI and crowns it champion, as the evaluate stage does."""
+    from denoiselab import models, registry, tracking
+
+    models.save_model_dir(model, config, folder, {})
+    tracking.setup()
+    with tracking.model_run(name, "test", {}) as run:
+        info = tracking.log_denoiser_model(folder, config.channels)
+    candidate = registry.Candidate(
+        name=name,
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        val_psnr=30.0,
+        test_scores={"psnr": 30.0, "ssim": 0.8},
+        data_hash="test",
+        channels=config.channels,
+    )
+    registry.register_and_crown([candidate])

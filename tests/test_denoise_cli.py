@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tifffile
+from conftest import blur_model, register_champion
 from PIL import Image
 
 from denoiselab import (
@@ -27,8 +28,6 @@ from denoiselab import (
     metrics,
     model_store,
     models,
-    registry,
-    tracking,
 )
 from denoiselab.config import ModelConfig
 
@@ -51,26 +50,6 @@ def save_shift_model(folder: Path, shifts: tuple[float, ...]) -> Path:
     model, config = shift_model(shifts)
     models.save_model_dir(model, config, folder, {})
     return folder
-
-
-def register_champion(model: keras.Model, config: ModelConfig, store: Path) -> None:
-    """Saves ``model`` as `dvc repro` does, logs it to the MLflow store in
-    MLFLOW_TRACKING_URI and crowns it champion, as the evaluate stage does."""
-    folder = store / "trained"
-    models.save_model_dir(model, config, folder, {})
-    tracking.setup()
-    with tracking.model_run("unet_tuned", "test", {}) as run:
-        info = tracking.log_denoiser_model(folder, config.channels)
-    candidate = registry.Candidate(
-        name="unet_tuned",
-        run_id=run.info.run_id,
-        model_uri=info.model_uri,
-        val_psnr=30.0,
-        test_scores={"psnr": 30.0, "ssim": 0.8},
-        data_hash="test",
-        channels=config.channels,
-    )
-    registry.register_and_crown([candidate])
 
 
 def paeth(left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray:
@@ -325,26 +304,9 @@ def test_odd_and_tiny_sizes(repo, gray_shift_dir, shape):
     assert_shifted(repo / "out" / "small.png", pixels, SHIFT)
 
 
-def blur_unet(depth: int) -> tuple[keras.Model, ModelConfig]:
-    """A U-Net whose every convolution averages its inputs, so each output pixel depends on
-    its whole receptive field, as in a trained denoiser: too small a tile margin shows."""
-    config = ModelConfig(model="unet", base_filters=4, depth=depth)
-    model = models.build_model(config)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            fan_in = layer.kernel.shape[3]
-        elif isinstance(layer, keras.layers.Conv2D):
-            fan_in = np.prod(layer.kernel.shape[:3])
-        else:
-            continue
-        weight = (0.5 if layer.name == "noise" else 1.0) / fan_in
-        layer.set_weights([np.full(layer.kernel.shape, weight), np.zeros(layer.bias.shape)])
-    return model, config
-
-
 @pytest.mark.parametrize("depth", [3, 4])
 def test_large_image_tiles_without_seams(repo, depth):
-    model, config = blur_unet(depth)
+    model, config = blur_model("unet", depth, base_filters=4)
     models.save_model_dir(model, config, repo / "blur_unet", {})
     pixels = np.random.default_rng(0).integers(0, 65536, (900, 1300), dtype=np.uint16)
     Image.fromarray(pixels).save(repo / "large.png")
@@ -481,7 +443,7 @@ def test_champion_alias_in_registry_is_the_default(repo, gray_shift_dir, capsys)
     save_shift_model(repo / "models" / "unet_tuned", (0.4,))
     save_shift_model(repo / "models" / "unet", (0.6,))
     champion, config = shift_model((SHIFT,))
-    register_champion(champion, config, repo.parent / "store")
+    register_champion(champion, config, repo.parent / "store" / "trained")
     pixels = write_input(repo / "in.png", "L", 8, (8, 8))
 
     assert run_denoise(repo / "in.png", out=repo / "default") == 0

@@ -3,34 +3,16 @@ every architecture in the model registry."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
+from conftest import blur_model
 
-from denoiselab import inference, models
-from denoiselab.config import ModelConfig
-
-
-def blur_model(architecture: str, depth: int) -> keras.Model:
-    """A model whose every convolution averages its inputs, so each output pixel depends on
-    its whole receptive field, as in a trained denoiser: a tile margin too small for it, or
-    padding of the wrong kind, shows in the output."""
-    model = models.build_model(ModelConfig(model=architecture, base_filters=2, depth=depth))
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            fan_in = layer.kernel.shape[3]
-        elif isinstance(layer, keras.layers.Conv2D):
-            fan_in = np.prod(layer.kernel.shape[:3])
-        else:
-            continue
-        weight = (0.5 if layer.name == "noise" else 1.0) / fan_in
-        layer.set_weights([np.full(layer.kernel.shape, weight), np.zeros(layer.bias.shape)])
-    return model
+from denoiselab import inference
 
 
 @pytest.mark.parametrize(("architecture", "depth"), [("cae", 2), ("cae", 3), ("unet", 3)])
 def test_tiled_result_equals_the_untiled_one(architecture, depth):
-    model = blur_model(architecture, depth)
+    model, _ = blur_model(architecture, depth)
     tile_size = 32
     margin = inference.tile_margin(depth)
     # Several tiles in each direction, each with its full margin of context.
@@ -47,7 +29,7 @@ def test_tiled_result_equals_the_untiled_one(architecture, depth):
 
 def test_sizes_off_the_pooling_grid_are_reflect_padded_and_cropped_back():
     depth = 2
-    model = blur_model("unet", depth)
+    model, _ = blur_model("unet", depth)
     image = np.random.default_rng(1).uniform(0, 1, (37, 53, 1)).astype(np.float32)
 
     result = inference.denoise_image(model, image, depth)

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import register_champion
 from PIL import Image
 
 from denoiselab import cli, models, registry, tracking
@@ -79,20 +80,7 @@ def champion(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     keras.utils.set_random_seed(0)
     config = ModelConfig(model="unet", base_filters=4, depth=2)
-    models.save_model_dir(models.build_model(config), config, tmp_path / "trained", {})
-    tracking.setup()
-    with tracking.model_run("unet", "test", {}) as run:
-        info = tracking.log_denoiser_model(tmp_path / "trained", channels=1)
-    candidate = registry.Candidate(
-        name="unet",
-        run_id=run.info.run_id,
-        model_uri=info.model_uri,
-        val_psnr=30.0,
-        test_scores={"psnr": 30.0, "ssim": 0.8},
-        data_hash="test",
-        channels=1,
-    )
-    registry.register_and_crown([candidate])
+    register_champion(models.build_model(config), config, tmp_path / "trained", name="unet")
     yield tracking.tracking_uri()
     import mlflow
 
