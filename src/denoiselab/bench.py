@@ -256,8 +256,10 @@ def main() -> None:
     )
     print("determinism", report["determinism"], flush=True)
     print("training throughput by oneDNN ISA and precision (train_unet)...", flush=True)
+    # One round keeps this to a few minutes (a process per cell); rerun the function with
+    # more rounds for a closer comparison on a busy machine.
     report["isa_precision"] = isa_precision_table(
-        params.train_unet, channels, params.prepare.patch_size
+        params.train_unet, channels, params.prepare.patch_size, rounds=1
     )
     for isa, row in report["isa_precision"].items():
         print(isa, row, flush=True)
