@@ -196,7 +196,7 @@ def test_mirrored_uses_every_gpu_and_falls_back_to_the_cpu_devices():
 
 def test_a_model_built_outside_the_strategy_scope_is_refused():
     train = config.TrainConfig(base_filters=4, depth=2, batch_size=4, epochs=1, steps_per_epoch=1)
-    model = models.build_model(train.model_config(1))
+    model = models.build_model(train.architecture(1))
     strategy = tf.distribute.MirroredStrategy(devices=["/cpu:0"])
     patches = np.zeros((4, 16, 16, 1), np.float32)
     dataset = training.make_train_dataset(patches, None, train, 0.1, 0)

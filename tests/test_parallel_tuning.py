@@ -1,7 +1,6 @@
 """Parallel tuning: `denoiselab tune-worker` processes share one Optuna study with the
 tune_unet stage, which then takes the best trial of the whole study and warm-starts from it."""
 
-import dataclasses
 import json
 import logging
 import os
@@ -164,11 +163,13 @@ def test_the_study_name_changes_with_the_search_data_and_code_but_not_the_final_
     changed = [
         studies.study_fingerprint(tune, base, "data-b", "code-a"),
         studies.study_fingerprint(tune, base, "data-a", "code-b"),
-        studies.study_fingerprint(dataclasses.replace(tune, depth=(1,)), base, "data-a", "code-a"),
-        studies.study_fingerprint(tune, dataclasses.replace(base, seed=1), "data-a", "code-a"),
+        studies.study_fingerprint(
+            tune.model_copy(update={"depth": (1,)}), base, "data-a", "code-a"
+        ),
+        studies.study_fingerprint(tune, base.model_copy(update={"seed": 1}), "data-a", "code-a"),
     ]
     assert reference not in changed and len(set(changed)) == len(changed)
-    unchanged = dataclasses.replace(tune, n_trials=9, final_epochs=5, warm_start=False)
+    unchanged = tune.model_copy(update={"n_trials": 9, "final_epochs": 5, "warm_start": False})
     assert studies.study_fingerprint(unchanged, base, "data-a", "code-a") == reference
     assert studies.full_study_name("unet_tune", reference) == f"unet_tune-{reference}"
     assert studies.full_study_name(f"unet_tune-{reference}", reference) == f"unet_tune-{reference}"

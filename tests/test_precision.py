@@ -156,7 +156,7 @@ def test_training_and_inference_work_on_a_cpu_without_avx512(tmp_path):
         run = mlflow.MlflowClient().get_run(info["mlflow_run_id"])
         assert run.data.params["precision_resolved"] == "float32"
     # The same weights computed in float32 here give what the AVX2 process computed.
-    float32_model = models.build_model(ModelConfig(**{**config.__dict__, "precision": "float32"}))
+    float32_model = models.build_model(config.model_copy(update={"precision": "float32"}))
     float32_model.set_weights(trained.get_weights())
     expected = np.asarray(float32_model(noisy[:2]))
     outputs = json.loads((tmp_path / "outputs.json").read_text())

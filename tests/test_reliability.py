@@ -236,7 +236,7 @@ config = TrainConfig(base_filters=4, depth=2, epochs=1, steps_per_epoch=4, batch
 weights = []
 for _ in range(2):
     keras.utils.set_random_seed(0)
-    model = models.build_model(config.model_config(1))
+    model = models.build_model(config.architecture(1))
     dataset = training.make_train_dataset(clean, None, config, 0.1, seed=0)
     training.fit(model, dataset, (clean[:8], clean[:8]), config, verbose=0)
     weights.append(model.get_weights())

@@ -61,7 +61,7 @@ def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
 def test_training_lowers_the_loss_and_records_each_epoch():
     clean = smooth_patches(32)
     config = tiny_config(base_filters=8, steps_per_epoch=30, learning_rate=5e-3)
-    model = models.build_model(config.model_config(1))
+    model = models.build_model(config.architecture(1))
     dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
     val_clean = smooth_patches(8, seed=1)
     val_noisy = np.clip(val_clean + np.random.default_rng(0).normal(0, 0.1, val_clean.shape), 0, 1)
@@ -80,7 +80,7 @@ def test_nan_loss_stops_training_with_an_error():
     clean = smooth_patches(16)
     clean[3, 2, 2, 0] = np.nan
     config = tiny_config(fresh_noise=True, augment=False, epochs=2)
-    model = models.build_model(config.model_config(1))
+    model = models.build_model(config.architecture(1))
     dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
     with pytest.raises(training.NonFiniteLossError, match="loss became nan"):
         training.fit(model, dataset, (clean[:4], clean[:4]), config, verbose=0)
@@ -92,7 +92,7 @@ def test_several_steps_per_execution_train_the_same_steps_as_one():
     for steps_per_execution in (1, 4):
         config = tiny_config(epochs=2, steps_per_epoch=4, steps_per_execution=steps_per_execution)
         keras.utils.set_random_seed(0)
-        model = models.build_model(config.model_config(1))
+        model = models.build_model(config.architecture(1))
         dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
         rows = training.fit(model, dataset, (clean[:4], clean[:4]), config, verbose=0)
         assert [row["epoch"] for row in rows] == [1, 2]
@@ -134,7 +134,7 @@ def test_a_resumed_fit_ends_as_an_uninterrupted_one(tmp_path, crash_after):
 
     def run(backup_dir, callbacks=()):
         keras.utils.set_random_seed(0)
-        model = models.build_model(config.model_config(1))
+        model = models.build_model(config.architecture(1))
         dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
         rows = training.fit(
             model, dataset, (clean[:4], clean[:4]), config, backup_dir=backup_dir,

@@ -61,10 +61,10 @@ def training_throughput(
     clean = rng.random((512, patch_size, patch_size, channels)).astype(np.float32)
     setups = {}
     for name, config in configs.items():
-        config = TrainConfig(
-            **{**config.__dict__, "epochs": 1, "steps_per_epoch": steps, "lr_schedule": "constant"}
+        config = config.model_copy(
+            update={"epochs": 1, "steps_per_epoch": steps, "lr_schedule": "constant"}
         )
-        model = models.build_model(config.model_config(channels))
+        model = models.build_model(config.architecture(channels))
         training.compile_model(model, config)
         dataset = training.make_train_dataset(clean, clean, config, 0.1, 0)
         model.fit(dataset, steps_per_epoch=steps, verbose=0)  # builds the graph
@@ -115,7 +115,7 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
     for _ in range(2):
         for flag, key in (("0", "default"), ("1", "deterministic")):
             result = subprocess.run(
-                [sys.executable, "-c", probe, flag, json.dumps(config.__dict__), str(channels),
+                [sys.executable, "-c", probe, flag, json.dumps(config.model_dump()), str(channels),
                  str(patch_size)],
                 capture_output=True, text=True,
             )  # fmt: skip
@@ -166,7 +166,7 @@ def isa_precision_table(
                 env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
                 if isa != "default":
                     env["ONEDNN_MAX_CPU_ISA"] = isa
-                settings = json.dumps({**config.__dict__, "precision": requested})
+                settings = json.dumps({**config.model_dump(), "precision": requested})
                 result = subprocess.run(
                     [sys.executable, "-c", probe, settings, str(channels), str(patch_size),
                      str(steps)],

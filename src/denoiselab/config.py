@@ -1,34 +1,38 @@
 """Typed, validated view of params.yaml.
 
-Each section of params.yaml is parsed once into a frozen dataclass. Unknown keys, wrong types
-and out-of-range values raise ``ValueError`` with a message naming the dotted key, so a typo
-fails in seconds instead of after an hour of training.
+Each section of params.yaml is parsed once into a frozen pydantic model. Unknown keys, wrong
+types and out-of-range values raise ``UserError`` (a ``ValueError``) with one line naming the
+dotted key, so a typo fails in seconds instead of after an hour of training.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from denoiselab.errors import UserError
-from denoiselab.rules import (
-    coerce,
-    require,
-    require_choice,
-    require_divisible_by_depths,
-    require_in_range,
-    require_positive,
-)
 
 # Network architectures, the `model` key of a training section.
-ARCHITECTURES = ("cae", "unet")
-LOSS_NAMES = ("bce", "mse", "l1")
-LR_SCHEDULES = ("constant", "cosine")
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+Architecture = Literal["cae", "unet"]
+Loss = Literal["bce", "mse", "l1"]
+# auto: mixed_bfloat16 where the hardware computes bfloat16 natively, else float32
+# (see denoiselab.precision).
+Precision = Literal["auto", "float32", "mixed_bfloat16"]
+ClassicalMethod = Literal["tv", "wavelet", "nl_means", "bm3d"]
+LrSchedule = Literal["constant", "cosine"]
+Distribution = Literal["none", "mirrored", "multi_worker"]
+ARCHITECTURES = typing.get_args(Architecture)
+LOSS_NAMES = typing.get_args(Loss)
+PRECISIONS = typing.get_args(Precision)
+CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
+LR_SCHEDULES = typing.get_args(LrSchedule)
+DISTRIBUTIONS = typing.get_args(Distribution)
 # Optuna storages: an RDB URL (sqlite for one machine, PostgreSQL or MySQL for several) or a
 # journal file, which several processes on one machine (or a shared disk) can append to.
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -37,290 +41,282 @@ STORAGE_RULE = (
     "must be null (optuna.db at the repository root), a URL such as sqlite:///optuna.db or "
     f"postgresql://user@host/db, or an Optuna journal file ending in {JOURNAL_SUFFIX}"
 )
-# auto: mixed_bfloat16 where the hardware computes bfloat16 natively, else float32
-# (see denoiselab.precision).
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-CLASSICAL_METHODS = ("tv", "wavelet", "nl_means", "bm3d")
 
 
-@dataclasses.dataclass(frozen=True)
-class BaseConfig:
+def _refuse_bool(value: Any) -> Any:
+    # A literal 1 would otherwise accept YAML's true, which equals 1 in Python.
+    if isinstance(value, bool):
+        raise PydanticKnownError("int_type")
+    return value
+
+
+def interval(
+    low: float, high: float, open_low: bool = False, open_high: bool = False, note: str = ""
+) -> Any:
+    """Bounds ``low <= value <= high``, either end open; the message names the whole interval
+    (pydantic's own bounds would name only the end that failed)."""
+    rule = f"must be in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'} {note}"
+
+    def check(value: float) -> float:
+        above = value > low if open_low else value >= low
+        below = value < high if open_high else value <= high
+        if not (above and below):
+            raise PydanticCustomError("params", "{rule}", {"rule": rule.rstrip()})
+        return value
+
+    return AfterValidator(check)
+
+
+Channels = Annotated[Literal[1, 3], BeforeValidator(_refuse_bool)]
+Positive = Annotated[int, Field(gt=0)]
+PositiveNumber = Annotated[float, Field(gt=0)]
+Filters = Annotated[int, interval(1, 256)]
+Depth = Annotated[int, interval(1, 6)]
+Item = TypeVar("Item")
+# YAML gives lists and the configs hold tuples, so these fields alone convert; their items
+# stay strict.
+ListOf = Annotated[tuple[Item, ...], Field(strict=False)]
+ChoicesOf = Annotated[tuple[Item, ...], Field(strict=False, min_length=1)]
+
+
+def _refuse(key: str, rule: str, value: Any) -> NoReturn:
+    """Fails a cross-field rule; ``key`` is dotted, relative to the model being validated."""
+    raise PydanticCustomError("params", "{rule}", {"key": key, "rule": rule, "value": value})
+
+
+def _require_divisible(key: str, size: int | None, depths: tuple[int, ...]) -> None:
+    """A crop must halve cleanly at every pooling level of every depth it will be used with."""
+    for depth in depths:
+        if size is not None and size % 2**depth:
+            _refuse(key, f"must be divisible by 2**depth = {2**depth}", size)
+
+
+class Section(BaseModel):
+    """A params.yaml section: frozen, strict about types, and refusing unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class BaseConfig(Section):
     seed: int = 0
-    channels: int = 1
-    noise_sigma: float = 0.1
+    channels: Channels = 1
+    noise_sigma: Annotated[float, interval(0, 1, open_low=True, note="(images are in [0, 1])")] = (
+        0.1
+    )
     deterministic: bool = False
 
-    def validate(self, section: str) -> None:
-        require_choice(self.channels, (1, 3), section, "channels")
-        require_in_range(
-            self, section, "noise_sigma", 0, 1, "(images are in [0, 1])", open_low=True
-        )
 
-
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-    source: str = "builtin"
+class PrepareConfig(Section):
+    source: Literal["builtin", "folder"] = "builtin"
     folder: str | None = None
-    test_images: tuple[str, ...] = ()
-    val_images: tuple[str, ...] = ()
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    patch_size: int = 64
-    stride: int = 32
-    max_train_patches: int = 20000
-    max_val_patches: int = 512
-    on_bad_image: str = "skip"
+    test_images: ListOf[str] = ()
+    val_images: ListOf[str] = ()
+    test_fraction: Annotated[float, interval(0, 1, open_high=True)] = 0.2
+    val_fraction: Annotated[float, interval(0, 1, open_high=True)] = 0.1
+    patch_size: Annotated[int, Field(ge=8)] = 64
+    stride: Positive = 32
+    max_train_patches: Positive = 20000
+    max_val_patches: Positive = 512
+    on_bad_image: Literal["skip", "fail"] = "skip"
 
-    def validate(self, section: str) -> None:
-        require_choice(self.source, ("builtin", "folder"), section, "source")
-        if self.source == "folder":
-            require(bool(self.folder), section, "folder", "must name a folder", self.folder)
-        require_in_range(self, section, "test_fraction", 0, 1, open_high=True)
-        require_in_range(self, section, "val_fraction", 0, 1, open_high=True)
-        require(
-            self.test_fraction + self.val_fraction < 1, section, "val_fraction",
-            "plus test_fraction must leave images for training", self.val_fraction,
-        )  # fmt: skip
-        require(self.patch_size >= 8, section, "patch_size", "must be at least 8", self.patch_size)
-        require_positive(self, section, "stride", "max_train_patches", "max_val_patches")
-        require_choice(self.on_bad_image, ("skip", "fail"), section, "on_bad_image")
+    @model_validator(mode="after")
+    def _check(self) -> PrepareConfig:
+        if self.source == "folder" and not self.folder:
+            _refuse("folder", "must name a folder", self.folder)
+        if self.test_fraction + self.val_fraction >= 1:
+            rule = "plus test_fraction must leave images for training"
+            _refuse("val_fraction", rule, self.val_fraction)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class AddNoiseConfig:
+class AddNoiseConfig(Section):
     seed: int = 0
 
-    def validate(self, section: str) -> None:
-        pass
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """Everything needed to rebuild a model; saved next to its weights.
 
     ``precision`` may be ``auto`` while training is set up; a saved config.json records the
     precision the model was trained in.
     """
 
-    model: str = "unet"
-    base_filters: int = 16
-    depth: int = 3
+    model: Architecture = "unet"
+    base_filters: Filters = 16
+    depth: Depth = 3
     residual: bool = True
     batch_norm: bool = False
-    channels: int = 1
-    precision: str = "float32"
-
-    def validate(self, section: str) -> None:
-        require_choice(self.precision, PRECISIONS, section, "precision")
-        require_choice(self.model, ARCHITECTURES, section, "model")
-        require_in_range(self, section, "base_filters", 1, 256)
-        require_in_range(self, section, "depth", 1, 6)
-        require_choice(self.channels, (1, 3), section, "channels")
+    channels: Channels = 1
+    precision: Precision = "float32"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    model: str = "unet"
-    base_filters: int = 16
-    depth: int = 3
+class TrainConfig(Section):
+    model: Architecture = "unet"
+    base_filters: Filters = 16
+    depth: Depth = 3
     residual: bool = True
     batch_norm: bool = False
-    loss: str = "mse"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
-    batch_size: int = 32
-    epochs: int = 10
-    steps_per_epoch: int = 100
-    crop_size: int | None = None
+    loss: Loss = "mse"
+    learning_rate: Annotated[float, interval(0, 1, True, True)] = 1e-3
+    lr_schedule: LrSchedule = "cosine"
+    batch_size: Positive = 32
+    epochs: Positive = 10
+    steps_per_epoch: Positive = 100
+    crop_size: Annotated[int, Field(ge=8)] | None = None
     fresh_noise: bool = True
     augment: bool = True
     jit_compile: bool = False
-    precision: str = "auto"
-    distribution: str = "none"
-    steps_per_execution: int = 1
+    precision: Precision = "auto"
+    distribution: Distribution = "none"
+    steps_per_execution: Positive = 1
 
-    def validate(self, section: str) -> None:
-        # Width, depth, model name and precision are checked where they are defined.
-        self.model_config(channels=1).validate(section)
-        require_choice(self.loss, LOSS_NAMES, section, "loss")
-        require(
-            not (self.loss == "bce" and self.residual), section, "loss",
-            "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true", self.loss,
-        )  # fmt: skip
-        require_in_range(self, section, "learning_rate", 0, 1, open_low=True, open_high=True)
-        require_choice(self.lr_schedule, LR_SCHEDULES, section, "lr_schedule")
-        require_positive(
-            self, section, "batch_size", "epochs", "steps_per_epoch", "steps_per_execution"
-        )
-        if self.crop_size is not None:
-            require(
-                self.crop_size >= 8, section, "crop_size", "must be at least 8 or null",
-                self.crop_size,
-            )  # fmt: skip
-            require_divisible_by_depths(self.crop_size, (self.depth,), section, "crop_size")
-        require_choice(self.distribution, DISTRIBUTIONS, section, "distribution")
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.loss == "bce" and self.residual:
+            rule = "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true"
+            _refuse("loss", rule, self.loss)
+        _require_divisible("crop_size", self.crop_size, (self.depth,))
+        return self
 
-    def model_config(self, channels: int) -> ModelConfig:
-        return ModelConfig(
-            model=self.model,
-            base_filters=self.base_filters,
-            depth=self.depth,
-            residual=self.residual,
-            batch_norm=self.batch_norm,
-            channels=channels,
-            precision=self.precision,
-        )
+    def architecture(self, channels: int) -> ModelConfig:
+        """The model this section trains, for images of ``channels`` channels."""
+        fields = ("model", "base_filters", "depth", "residual", "batch_norm", "precision")
+        return ModelConfig(channels=channels, **{key: getattr(self, key) for key in fields})
 
 
-@dataclasses.dataclass(frozen=True)
-class TuneConfig:
-    n_trials: int = 8
-    trial_epochs: int = 3
-    trial_budget_tflop: float = 5.0
-    learning_rate: tuple[float, float] = (3e-4, 3e-3)
-    base_filters: tuple[int, ...] = (16, 24, 32)
-    depth: tuple[int, ...] = (2, 3)
-    batch_size: tuple[int, ...] = (16, 32)
-    loss: tuple[str, ...] = ("mse", "l1")
-    batch_norm: tuple[bool, ...] = (False,)
+class TuneConfig(Section):
+    n_trials: Positive = 8
+    trial_epochs: Positive = 3
+    trial_budget_tflop: PositiveNumber = 5.0
+    learning_rate: ListOf[float] = (3e-4, 3e-3)
+    base_filters: ChoicesOf[Filters] = (16, 24, 32)
+    depth: ChoicesOf[Depth] = (2, 3)
+    batch_size: ChoicesOf[Positive] = (16, 32)
+    # The tuned U-Net is residual, which rules out bce.
+    loss: ChoicesOf[Literal["mse", "l1"]] = ("mse", "l1")
+    batch_norm: ChoicesOf[bool] = (False,)
     crop_size: int | None = 48
-    final_epochs: int = 20
-    final_budget_tflop: float = 80.0
+    final_epochs: Positive = 20
+    final_budget_tflop: PositiveNumber = 80.0
     warm_start: bool = True
     storage: str | None = None
     study_name: str = "unet_tune"
     jit_compile: bool = False
-    precision: str = "auto"
-    steps_per_execution: int = 1
+    precision: Precision = "auto"
+    steps_per_execution: Positive = 1
 
-    def validate(self, section: str) -> None:
-        require_choice(self.precision, PRECISIONS, section, "precision")
-        require_positive(
-            self, section, "n_trials", "trial_epochs", "trial_budget_tflop", "final_epochs",
-            "final_budget_tflop", "steps_per_execution",
-        )  # fmt: skip
-        low, high = self.learning_rate
-        require(
-            0 < low <= high < 1, section, "learning_rate",
-            "must be [low, high] with 0 < low <= high < 1", list(self.learning_rate),
-        )  # fmt: skip
-        for key in ("base_filters", "depth", "batch_size", "loss", "batch_norm"):
-            choices = list(getattr(self, key))
-            require(bool(choices), section, key, "must list at least one choice", choices)
-        for loss in self.loss:
-            require(
-                loss in ("mse", "l1"), section, "loss",
-                "choices must be 'mse' or 'l1' (the tuned U-Net is residual)", loss,
-            )  # fmt: skip
-        for depth in self.depth:
-            require(1 <= depth <= 6, section, "depth", "choices must be in [1, 6]", depth)
-        for filters in self.base_filters:
-            require(
-                1 <= filters <= 256, section, "base_filters", "choices must be in [1, 256]",
-                filters,
-            )  # fmt: skip
-        for size in self.batch_size:
-            require(size >= 1, section, "batch_size", "choices must be positive", size)
-        if self.crop_size is not None:
-            require_divisible_by_depths(self.crop_size, self.depth, section, "crop_size")
-        if self.storage is not None:
-            require(is_storage(self.storage), section, "storage", STORAGE_RULE, self.storage)
-        require(
-            bool(self.study_name.strip()), section, "study_name", "must be a non-empty name",
-            self.study_name,
-        )  # fmt: skip
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        rate = self.learning_rate
+        if len(rate) != 2 or not 0 < rate[0] <= rate[1] < 1:
+            _refuse("learning_rate", "must be [low, high] with 0 < low <= high < 1", rate)
+        _require_divisible("crop_size", self.crop_size, self.depth)
+        if self.storage is not None and not is_storage(self.storage):
+            _refuse("storage", STORAGE_RULE, self.storage)
+        if not self.study_name.strip():
+            _refuse("study_name", "must be a non-empty name", self.study_name)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    classical: tuple[str, ...] = ("tv", "wavelet", "nl_means", "bm3d")
-    tv_weights: tuple[float, ...] = (0.06, 0.08, 0.1, 0.12)
-    nl_means_h: tuple[float, ...] = (0.06, 0.08, 0.1)
-    bm3d_sigma_scale: tuple[float, ...] = (1.0,)
-    val_patches: int = 16
+class EvaluateConfig(Section):
+    classical: ListOf[ClassicalMethod] = CLASSICAL_METHODS
+    tv_weights: ChoicesOf[PositiveNumber] = (0.06, 0.08, 0.1, 0.12)
+    nl_means_h: ChoicesOf[PositiveNumber] = (0.06, 0.08, 0.1)
+    bm3d_sigma_scale: ChoicesOf[PositiveNumber] = (1.0,)
+    val_patches: Positive = 16
     register_models: bool = True
 
-    def validate(self, section: str) -> None:
-        for name in self.classical:
-            require_choice(name, CLASSICAL_METHODS, section, "classical")
-        for key in ("tv_weights", "nl_means_h", "bm3d_sigma_scale"):
-            values = getattr(self, key)
-            require(
-                len(values) > 0 and all(v > 0 for v in values), section, key,
-                "must list positive numbers", list(values),
-            )  # fmt: skip
-        require_positive(self, section, "val_patches")
+
+class PlotConfig(Section):
+    n_samples: Positive = 4
+    dpi: Annotated[int, Field(ge=30)] = 110
 
 
-@dataclasses.dataclass(frozen=True)
-class PlotConfig:
-    n_samples: int = 4
-    dpi: int = 110
+class Params(Section):
+    base: BaseConfig = BaseConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    add_noise: AddNoiseConfig = AddNoiseConfig()
+    train_cae: TrainConfig = TrainConfig()
+    train_unet: TrainConfig = TrainConfig()
+    tune_unet: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    plot: PlotConfig = PlotConfig()
 
-    def validate(self, section: str) -> None:
-        require_positive(self, section, "n_samples")
-        require(self.dpi >= 30, section, "dpi", "must be at least 30", self.dpi)
-
-
-@dataclasses.dataclass(frozen=True)
-class Params:
-    base: BaseConfig
-    prepare: PrepareConfig
-    add_noise: AddNoiseConfig
-    train_cae: TrainConfig
-    train_unet: TrainConfig
-    tune_unet: TuneConfig
-    evaluate: EvaluateConfig
-    plot: PlotConfig
-
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Params:
         """Checks that need more than one section."""
         patch = self.prepare.patch_size
+        exceeds = f"must not exceed prepare.patch_size = {patch}"
         for section in ("train_cae", "train_unet"):
             train = getattr(self, section)
-            size = train.crop_size or patch
-            require(
-                size <= patch,
-                section,
-                "crop_size",
-                f"must not exceed prepare.patch_size = {patch}",
-                train.crop_size,
-            )
-            require(
-                patch % 2**train.depth == 0,
-                "prepare",
-                "patch_size",
-                f"must be divisible by 2**{section}.depth = {2**train.depth}",
-                patch,
-            )
+            if (train.crop_size or patch) > patch:
+                _refuse(f"{section}.crop_size", exceeds, train.crop_size)
+            if patch % 2**train.depth:
+                rule = f"must be divisible by 2**{section}.depth = {2**train.depth}"
+                _refuse("prepare.patch_size", rule, patch)
         for depth in self.tune_unet.depth:
-            require(
-                patch % 2**depth == 0,
-                "prepare",
-                "patch_size",
-                f"must be divisible by 2**depth = {2**depth} for every tune_unet.depth choice",
-                patch,
-            )
-        if self.tune_unet.crop_size is not None:
-            require(
-                self.tune_unet.crop_size <= patch,
-                "tune_unet",
-                "crop_size",
-                f"must not exceed prepare.patch_size = {patch}",
-                self.tune_unet.crop_size,
-            )
+            if patch % 2**depth:
+                rule = (
+                    f"must be divisible by 2**depth = {2**depth} for every tune_unet.depth choice"
+                )
+                _refuse("prepare.patch_size", rule, patch)
+        if (self.tune_unet.crop_size or 0) > patch:
+            _refuse("tune_unet.crop_size", exceeds, self.tune_unet.crop_size)
+        return self
 
 
-SECTIONS: dict[str, type] = {
-    "base": BaseConfig,
-    "prepare": PrepareConfig,
-    "add_noise": AddNoiseConfig,
-    "train_cae": TrainConfig,
-    "train_unet": TrainConfig,
-    "tune_unet": TuneConfig,
-    "evaluate": EvaluateConfig,
-    "plot": PlotConfig,
+# The project's wording for pydantic's error types; braces take values from the error's context.
+RULES = {
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "tuple_type": "must be a list",
+    "model_type": "must be a mapping of keys to values",
+    "literal_error": "must be {expected}",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "too_short": "must list at least one value",
+    "params": "{rule}",
 }
+
+
+def _user_error(error: pydantic.ValidationError, model: type[BaseModel], source: str) -> UserError:
+    """The first problem pydantic found, as one line naming the dotted key."""
+    problem = error.errors()[0]
+    kind, ctx = problem["type"], problem.get("ctx", {})
+    path = [*problem["loc"], *filter(None, ctx.get("key", "").split("."))]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)[1:]
+    if kind == "extra_forbidden":
+        for part in path[:-1]:
+            model = model.model_fields[part].annotation
+        allowed = list(model.model_fields)
+        if model is Params:
+            return UserError(
+                f"{source}: unknown section {path[-1]!r}; allowed sections: {', '.join(allowed)}"
+            )
+        return UserError(
+            f"{source}: unknown key {key}; allowed keys: {', '.join(sorted(allowed))}"
+        )
+    if kind == "literal_error" and "," in ctx["expected"]:
+        rule = f"must be one of [{ctx['expected'].replace(' or ', ', ')}]"
+    elif kind == "greater_than" and ctx["gt"] == 0:
+        rule = "must be positive"
+    else:
+        rule = RULES[kind].format(**ctx) if kind in RULES else f"is not valid ({problem['msg']})"
+    value = ctx.get("value", problem["input"])
+    value = list(value) if isinstance(value, tuple) else value
+    return UserError(f"{source}: {key + ' ' if key else ''}{rule}, got {value!r}")
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(model: type[Model], raw: Any, source: str = "params.yaml") -> Model:
+    """Validates ``raw`` into ``model``; the first problem becomes a one-line ``UserError``."""
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise _user_error(error, model, source) from None
 
 
 def is_storage(storage: str) -> bool:
@@ -330,42 +326,15 @@ def is_storage(storage: str) -> bool:
     return is_url or storage.endswith(JOURNAL_SUFFIX)
 
 
-def parse_section(name: str, raw: Any, cls: type | None = None) -> Any:
-    """Parses one params.yaml section into its dataclass, rejecting unknown keys."""
-    cls = cls or SECTIONS[name]
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"params.yaml: {name} must be a mapping of keys to values, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise UserError(
-            f"params.yaml: unknown key {name}.{unknown[0]}; "
-            f"allowed keys: {', '.join(sorted(fields))}"
-        )
-    values = {key: coerce(value, hints[key], f"{name}.{key}") for key, value in raw.items()}
-    config = cls(**values)
-    config.validate(name)
-    return config
-
-
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise UserError("params.yaml: the file must hold a mapping of sections")
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise UserError(
-            f"params.yaml: unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}"
-        )
-    params = Params(**{name: parse_section(name, raw.get(name)) for name in SECTIONS})
-    params.validate()
-    return params
+    # A section with nothing under it reads as None in YAML and means all defaults.
+    return parse(Params, {name: {} if value is None else value for name, value in raw.items()})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Reads and validates the whole params file; raises ValueError naming the bad key."""
+    """Reads and validates the whole params file; raises UserError naming the bad key."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: params file not found")
@@ -376,12 +345,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain-dict form of a config dataclass, lists instead of tuples, for JSON and MLflow."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [convert(item) for item in value]
-        return value
-
-    return {key: convert(value) for key, value in dataclasses.asdict(config).items()}
+def to_dict(config: BaseModel) -> dict[str, Any]:
+    """Plain-dict form of a config, lists instead of tuples, for JSON and MLflow."""
+    return config.model_dump(mode="json")

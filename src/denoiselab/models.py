@@ -6,7 +6,6 @@ size whose sides divide by ``2**depth`` (inference pads and crops back for other
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import keras
 from keras import layers
 
 from denoiselab import files, precision
-from denoiselab.config import ModelConfig
+from denoiselab.config import ModelConfig, parse
 from denoiselab.errors import UserError
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -163,8 +162,8 @@ def save_model_dir(
         model.save_weights(weights_path)
         weights_path.replace(temporary)
     onnx_export.export_onnx(model, folder / onnx_export.ONNX_FILE)
-    trained = dataclasses.replace(config, precision=model_precision(model))
-    files.write_json(folder / CONFIG_FILE, {"model_config": dataclasses.asdict(trained), **extra})
+    trained = config.model_copy(update={"precision": model_precision(model)})
+    files.write_json(folder / CONFIG_FILE, {"model_config": trained.model_dump(), **extra})
 
 
 def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
@@ -177,15 +176,11 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
     """
     folder = Path(folder)
     info = files.read_json(folder / CONFIG_FILE)
-    try:
-        config = ModelConfig(**info["model_config"])
-        config.validate("config.json")
-    except (KeyError, TypeError) as error:
-        raise UserError(
-            f"{folder / CONFIG_FILE}: not a denoiselab model config ({error})"
-        ) from error
+    if "model_config" not in info:
+        raise UserError(f"{folder / CONFIG_FILE}: not a denoiselab model config (no model_config)")
+    config = parse(ModelConfig, info["model_config"], str(folder / CONFIG_FILE))
     model = build_model(
-        dataclasses.replace(config, precision=precision.for_inference(config.precision))
+        config.model_copy(update={"precision": precision.for_inference(config.precision)})
     )
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -104,7 +103,7 @@ def train_tracked(
 
     keras.utils.set_random_seed(base.seed)
     channels = base.channels
-    model_config = config.model_config(channels)
+    model_config = config.architecture(channels)
     resolved = precision.resolve(config.precision)
     print(f"{name}: precision {config.precision} -> {resolved.precision} ({resolved.reason})")
     data_hash = data["manifest"]["data_hash"]
@@ -180,7 +179,7 @@ def train_tracked(
             "name": name,
             "stage": stage,
             "train_config": to_dict(config),
-            "base": dataclasses.asdict(base),
+            "base": base.model_dump(),
             "data_hash": data_hash,
             "mlflow_run_id": run.info.run_id,
         }

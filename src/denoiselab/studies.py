@@ -3,7 +3,6 @@ after everything that shapes its trials, and opening one whichever process comes
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -138,7 +137,7 @@ def study_fingerprint(tune: TuneConfig, base: BaseConfig, data_hash: str, code: 
     search = {key: value for key, value in to_dict(tune).items() if key not in NOT_SEARCH_KEYS}
     payload = {
         "search": search,
-        "base": dataclasses.asdict(base),
+        "base": base.model_dump(),
         "data_hash": data_hash,
         "code": code,
     }

@@ -92,7 +92,7 @@ def budgeted_config(
     crop = tune.crop_size or patch_size
     probe = sampled_config(params, tune, epochs, 1)
     steps = steps_for_budget(
-        probe.model_config(channels),
+        probe.architecture(channels),
         crop,
         params["batch_size"],
         epochs,
@@ -193,7 +193,7 @@ def run_trials(
                 }
             )
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            model = models.build_model(config.model_config(base.channels))
+            model = models.build_model(config.architecture(base.channels))
             dataset = training.make_train_dataset(
                 data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
             )
