@@ -202,9 +202,13 @@ def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
     folder = write_images(tmp_path / "images", 6, size=(56, 64))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(
-        source="folder", folder=str(folder), test_images=["img01"], val_images=["img03", "img04"],
-        patch_size=48, stride=8,
-    )  # fmt: skip
+        source="folder",
+        folder=str(folder),
+        test_images=["img01"],
+        val_images=["img03", "img04"],
+        patch_size=48,
+        stride=8,
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage, args in (
         ("prepare", ["--out", "prepared"]),

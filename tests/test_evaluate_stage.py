@@ -82,13 +82,25 @@ def test_evaluate_records_validation_psnr_and_crowns_the_best_on_validation(tmp_
     monkeypatch.delenv("DVC_ROOT", raising=False)
     write_repo(tmp_path)
     command = [
-        sys.executable, str(ROOT / "stages/evaluate.py"),
-        "--prepared", "data/prepared", "--noisy", "data/noisy",
-        "--val-clean", "data/prepared/val_images.npz",
-        "--val-noisy", "data/noisy/val_images.npz",
-        "--models", "models", "--metrics", "reports/metrics.json",
-        "--per-image", "reports/per_image.json", "--denoised", "data/denoised",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "stages/evaluate.py"),
+        "--prepared",
+        "data/prepared",
+        "--noisy",
+        "data/noisy",
+        "--val-clean",
+        "data/prepared/val_images.npz",
+        "--val-noisy",
+        "data/noisy/val_images.npz",
+        "--models",
+        "models",
+        "--metrics",
+        "reports/metrics.json",
+        "--per-image",
+        "reports/per_image.json",
+        "--denoised",
+        "data/denoised",
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -47,9 +47,9 @@ def test_auto_is_bfloat16_only_where_the_cpu_computes_it_natively(flags, isa, ex
 
 
 @pytest.mark.parametrize(
-    ("capability", "expected"), [((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"),
-                                 ((7, 5), "float32")],
-)  # fmt: skip
+    ("capability", "expected"),
+    [((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"), ((7, 5), "float32")],
+)
 def test_auto_on_a_gpu_follows_its_compute_capability(capability, expected):
     # The GPU decides, whatever the CPU could do.
     hardware = Hardware(gpu_capability=capability, cpu_flags=AVX2)
@@ -138,9 +138,13 @@ def test_training_and_inference_work_on_a_cpu_without_avx512(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("DVC_")}
     env.update(ONEDNN_MAX_CPU_ISA="AVX2", MLFLOW_TRACKING_URI=uri)
     result = subprocess.run(
-        [sys.executable, "-c", AVX2_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=240,
-    )  # fmt: skip
+        [sys.executable, "-c", AVX2_SCRIPT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "auto: precision auto -> float32" in result.stdout
     assert "bf16: precision mixed_bfloat16 -> float32" in result.stdout

@@ -49,10 +49,21 @@ def stage_repo(tmp_path):
 
 def stage_command():
     return [
-        sys.executable, str(ROOT / "stages/train.py"), "--section", "train_unet", "--name", "unet",
-        "--prepared", "data/prepared", "--noisy", "data/noisy", "--model-dir", "models/unet",
-        "--history", "reports/history/unet.json",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "stages/train.py"),
+        "--section",
+        "train_unet",
+        "--name",
+        "unet",
+        "--prepared",
+        "data/prepared",
+        "--noisy",
+        "data/noisy",
+        "--model-dir",
+        "models/unet",
+        "--history",
+        "reports/history/unet.json",
+    ]
 
 
 def stage_env(uri: str) -> dict:
@@ -64,9 +75,13 @@ def stage_env(uri: str) -> dict:
 def test_unreachable_tracking_server_stops_the_stage_before_training(stage_repo):
     uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     result = subprocess.run(
-        stage_command(), cwd=stage_repo, env=stage_env(uri), capture_output=True, text=True,
+        stage_command(),
+        cwd=stage_repo,
+        env=stage_env(uri),
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
@@ -87,9 +102,13 @@ def test_bad_params_stop_the_stage_naming_the_key(stage_repo, section, key, valu
     before = sorted(path.name for path in stage_repo.rglob("*"))
     uri = f"sqlite:///{stage_repo / 'mlflow.db'}"
     result = subprocess.run(
-        stage_command(), cwd=stage_repo, env=stage_env(uri), capture_output=True, text=True,
+        stage_command(),
+        cwd=stage_repo,
+        env=stage_env(uri),
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert result.returncode == 2
     assert f"{section}.{key}" in result.stderr
     assert sorted(path.name for path in stage_repo.rglob("*")) == before
@@ -98,9 +117,12 @@ def test_bad_params_stop_the_stage_naming_the_key(stage_repo, section, key, valu
 def test_killed_training_leaves_no_output_and_resumes(stage_repo):
     uri = f"sqlite:///{stage_repo / 'mlflow.db'}"
     process = subprocess.Popen(
-        stage_command(), cwd=stage_repo, env=stage_env(uri), stdout=subprocess.DEVNULL,
+        stage_command(),
+        cwd=stage_repo,
+        env=stage_env(uri),
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     deadline = time.time() + 240
     history = None
     while time.time() < deadline and process.poll() is None:
@@ -116,9 +138,13 @@ def test_killed_training_leaves_no_output_and_resumes(stage_repo):
     assert not (stage_repo / "reports/history/unet.json").exists()
 
     result = subprocess.run(
-        stage_command(), cwd=stage_repo, env=stage_env(uri), capture_output=True, text=True,
+        stage_command(),
+        cwd=stage_repo,
+        env=stage_env(uri),
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming unet" in result.stderr
     rows = json.loads((stage_repo / "reports/history/unet.json").read_text())
@@ -150,9 +176,12 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(stage_r
     for repo in (uninterrupted, stage_repo):
         uri = f"sqlite:///{repo / 'mlflow.db'}"
         runs[repo] = subprocess.Popen(
-            stage_command(), cwd=repo, env=stage_env(uri), stdout=subprocess.DEVNULL,
+            stage_command(),
+            cwd=repo,
+            env=stage_env(uri),
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE if repo == uninterrupted else subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     killed = runs[stage_repo]
     deadline = time.time() + 240
     while time.time() < deadline and killed.poll() is None:
@@ -165,9 +194,13 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(stage_r
     killed.wait()
     assert not (stage_repo / "models/unet/config.json").exists()
     resumed = subprocess.run(
-        stage_command(), cwd=stage_repo, env=stage_env(f"sqlite:///{stage_repo / 'mlflow.db'}"),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        stage_command(),
+        cwd=stage_repo,
+        env=stage_env(f"sqlite:///{stage_repo / 'mlflow.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming unet" in resumed.stderr
     assert "Epoch 1/5" not in resumed.stdout, "the rerun started again from the first epoch"

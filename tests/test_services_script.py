@@ -47,9 +47,12 @@ def test_start_passes_no_password_on_a_command_line(tmp_path):
         "SERVICES_DIR": str(services),
     }
     result = subprocess.run(
-        ["bash", str(ROOT / "services/start.sh")], env=env, capture_output=True, text=True,
+        ["bash", str(ROOT / "services/start.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     weed = services / "pids/seaweedfs.pid"
     if weed.is_file():
         subprocess.run(["kill", "--", f"-{weed.read_text().strip()}"], check=False)

@@ -137,9 +137,14 @@ def test_a_resumed_fit_ends_as_an_uninterrupted_one(tmp_path, crash_after):
         model = models.build_model(config.architecture(1))
         dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
         rows = training.fit(
-            model, dataset, (clean[:4], clean[:4]), config, backup_dir=backup_dir,
-            callbacks=list(callbacks), verbose=0,
-        )  # fmt: skip
+            model,
+            dataset,
+            (clean[:4], clean[:4]),
+            config,
+            backup_dir=backup_dir,
+            callbacks=list(callbacks),
+            verbose=0,
+        )
         return model, rows
 
     expected_model, expected_rows = run(tmp_path / "uninterrupted")

@@ -76,9 +76,11 @@ def training_throughput(
         for name, (config, model, dataset) in setups.items():
             started = time.perf_counter()
             model.fit(
-                dataset, steps_per_epoch=steps, verbose=0,
+                dataset,
+                steps_per_epoch=steps,
+                verbose=0,
                 callbacks=[training.StopOnNonFiniteLoss()],
-            )  # fmt: skip
+            )
             seconds = time.perf_counter() - started
             best[name] = max(best[name], steps * config.batch_size / seconds)
     rows = {}
@@ -115,10 +117,18 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
     for _ in range(2):
         for flag, key in (("0", "default"), ("1", "deterministic")):
             result = subprocess.run(
-                [sys.executable, "-c", probe, flag, json.dumps(config.model_dump()), str(channels),
-                 str(patch_size)],
-                capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-c",
+                    probe,
+                    flag,
+                    json.dumps(config.model_dump()),
+                    str(channels),
+                    str(patch_size),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 lines = result.stderr.strip().splitlines() or ["no output"]
                 raise RuntimeError(f"determinism probe ({key}) failed: {lines[-1]}")
@@ -168,10 +178,19 @@ def isa_precision_table(
                     env["ONEDNN_MAX_CPU_ISA"] = isa
                 settings = json.dumps({**config.model_dump(), "precision": requested})
                 result = subprocess.run(
-                    [sys.executable, "-c", probe, settings, str(channels), str(patch_size),
-                     str(steps)],
-                    capture_output=True, text=True, env=env,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-c",
+                        probe,
+                        settings,
+                        str(channels),
+                        str(patch_size),
+                        str(steps),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
                 if result.returncode != 0:
                     lines = result.stderr.strip().splitlines() or ["no output"]
                     raise RuntimeError(f"ISA probe ({isa}, {requested}) failed: {lines[-1]}")
@@ -193,9 +212,16 @@ def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
         source = Path(folder) / "photo.png"
         files.write_png(source, (image[..., 0] * 255).round().astype(np.uint8))
         command = [
-            sys.executable, "-m", "denoiselab.cli", "denoise", str(source),
-            "-o", str(Path(folder) / "out"), "--model", str(model_dir),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "denoiselab.cli",
+            "denoise",
+            str(source),
+            "-o",
+            str(Path(folder) / "out"),
+            "--model",
+            str(model_dir),
+        ]
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - started

@@ -122,7 +122,7 @@ def export_onnx(model, path: str | Path) -> None:
                     [name],
                     strides=list(layer.strides),
                     kernel_shape=list(kernel.shape[:2]),
-                )  # fmt: skip
+                )
             )
         elif isinstance(layer, layers.Conv2D):
             activation = layer.activation.__name__
@@ -135,7 +135,7 @@ def export_onnx(model, path: str | Path) -> None:
                     kernel_shape=list(kernel.shape[:2]),
                     auto_pad=CONV_PADDING[layer.padding],
                     strides=list(layer.strides),
-                )  # fmt: skip
+                )
             )
             if activation != "linear":
                 nodes.append(helper.make_node(_activation(activation, name), [output], [name]))
@@ -146,10 +146,12 @@ def export_onnx(model, path: str | Path) -> None:
             params = [
                 constant(f"{name}/{key}", value.numpy())
                 for key, value in (
-                    ("scale", layer.gamma), ("bias", layer.beta),
-                    ("mean", layer.moving_mean), ("var", layer.moving_variance),
+                    ("scale", layer.gamma),
+                    ("bias", layer.beta),
+                    ("mean", layer.moving_mean),
+                    ("var", layer.moving_variance),
                 )
-            ]  # fmt: skip
+            ]
             nodes.append(
                 helper.make_node(
                     "BatchNormalization", [sources[0], *params], [name], epsilon=layer.epsilon
@@ -163,7 +165,7 @@ def export_onnx(model, path: str | Path) -> None:
                     [name],
                     kernel_shape=list(layer.pool_size),
                     strides=list(layer.strides),
-                )  # fmt: skip
+                )
             )
         elif isinstance(layer, layers.UpSampling2D):
             scales = constant(f"{name}/scales", np.array([1, 1, *layer.size], np.float32))

@@ -31,11 +31,23 @@ AUTO, FLOAT32, MIXED_BFLOAT16 = "auto", "float32", "mixed_bfloat16"
 # oneDNN's ONEDNN_MAX_CPU_ISA values, from the smallest instruction set to the largest; each
 # includes the ones before it. AVX512_CORE_FP16 and the AMX sets are aliases of AVX10 ones.
 ONEDNN_ISAS = (
-    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
-    "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
-    "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
     "AVX10_2_512_AMX_2",
-)  # fmt: skip
+)
 NO_ISA_LIMIT = ("", "ALL", "DEFAULT")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # oneDNN's bfloat16 emulation needs AVX-512 with the BW, VL and DQ extensions (its avx512_core).
