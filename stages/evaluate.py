@@ -53,10 +53,9 @@ def main() -> None:
             )
         # The same loader and denoising as `denoiselab denoise`, so scores are what users get.
         denoiser = model_store.load_folder(folder)
-        results[name], outputs[name] = evaluation.score_denoiser(
-            evaluation.model_denoiser(denoiser), clean, noisy
-        )
-        val_psnr[name] = evaluation.validation_psnr(denoiser, val_clean, val_noisy)
+        run = evaluation.model_denoiser(denoiser)
+        results[name], outputs[name] = evaluation.score_denoiser(run, clean, noisy)
+        val_psnr[name] = evaluation.score_denoiser(run, val_clean, val_noisy)[0]["psnr"]
         print(
             f"{name}: validation PSNR {val_psnr[name]:.2f} dB; test PSNR "
             f"{results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}",

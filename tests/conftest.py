@@ -11,6 +11,17 @@ import yaml
 from denoiselab import profiles
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_STAGE = str(ROOT / "stages/train.py")
+
+
+def train_unet_args(history: str) -> list[str]:
+    """The train_unet stage's arguments as dvc.yaml passes them, with ``history`` for its
+    history file."""
+    paths = ["--prepared", "data/prepared", "--noisy", "data/noisy"]
+    return [
+        *["--section", "train_unet", "--name", "unet", *paths],
+        *["--model-dir", "models/unet", "--history", history],
+    ]
 
 
 def run_command(args, cwd, env, timeout=900):

@@ -12,28 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from conftest import TRAIN_STAGE, train_unet_args
 from test_parallel_tuning import tiny_params, write_data
 
 from denoiselab import config, distribute, models, training
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = str(ROOT / "stages/train.py")
-STAGE_ARGS = [
-    "--params",
-    "params.yaml",
-    "--section",
-    "train_unet",
-    "--name",
-    "unet",
-    "--prepared",
-    "data/prepared",
-    "--noisy",
-    "data/noisy",
-    "--model-dir",
-    "models/unet",
-    "--history",
-    "history.json",
-]
+STAGE_ARGS = ["--params", "params.yaml", *train_unet_args("history.json")]
 # Runs the stage with the CPU split into two logical devices, as a machine with two GPUs.
 TWO_CPU_DEVICES = (
     "import runpy, sys, tensorflow as tf; "
@@ -107,10 +92,10 @@ def test_mirrored_and_two_workers_train_the_model_of_a_single_process(tmp_path):
     single, mirrored, workers = tmp_path / "single", tmp_path / "mirrored", tmp_path / "workers"
     processes = {
         "single": start(
-            [sys.executable, STAGE, *STAGE_ARGS], single, make_project(single, "none")
+            [sys.executable, TRAIN_STAGE, *STAGE_ARGS], single, make_project(single, "none")
         ),
         "mirrored": start(
-            [sys.executable, "-c", TWO_CPU_DEVICES, STAGE, *STAGE_ARGS],
+            [sys.executable, "-c", TWO_CPU_DEVICES, TRAIN_STAGE, *STAGE_ARGS],
             mirrored,
             make_project(mirrored, "mirrored"),
         ),
@@ -122,7 +107,7 @@ def test_mirrored_and_two_workers_train_the_model_of_a_single_process(tmp_path):
         worker_env = {**env, "TF_CONFIG": json.dumps(tf_config)}
         # Both workers share one folder, as machines sharing a disk would.
         processes[f"worker{index}"] = start(
-            [sys.executable, STAGE, *STAGE_ARGS], workers, worker_env
+            [sys.executable, TRAIN_STAGE, *STAGE_ARGS], workers, worker_env
         )
     outputs = {name: finished(process) for name, process in processes.items()}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_parallel_tuning import write_data
 
 from denoiselab import files, models, precision
 from denoiselab.config import ModelConfig
@@ -121,13 +122,8 @@ def test_training_and_inference_work_on_a_cpu_without_avx512(tmp_path):
     params["train_unet"].update(tiny, crop_size=None, precision="auto")
     params["train_cae"].update(tiny, precision="mixed_bfloat16")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    rng = np.random.default_rng(0)
-    clean = rng.random((32, 16, 16, 1)).astype(np.float32)
-    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
-    for folder, arrays in (("prepared", clean), ("noisy", noisy)):
-        files.save_arrays(tmp_path / f"data/{folder}/train.npz", {"patches": arrays})
-        files.save_arrays(tmp_path / f"data/{folder}/val.npz", {"patches": arrays[:8]})
-    files.write_json(tmp_path / "data/prepared/manifest.json", {"data_hash": "test"})
+    write_data(tmp_path)
+    noisy = files.load_arrays(tmp_path / "data/noisy/train.npz")["patches"]
     config = ModelConfig(model="unet", base_filters=4, depth=2, precision="mixed_bfloat16")
     trained = models.build_model(config)
     models.save_model_dir(trained, config, tmp_path / "trained_bf16", {})

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TRAIN_STAGE, train_unet_args
 
 from denoiselab import files, models, tracking
 
@@ -48,22 +49,7 @@ def stage_repo(tmp_path):
 
 
 def stage_command():
-    return [
-        sys.executable,
-        str(ROOT / "stages/train.py"),
-        "--section",
-        "train_unet",
-        "--name",
-        "unet",
-        "--prepared",
-        "data/prepared",
-        "--noisy",
-        "data/noisy",
-        "--model-dir",
-        "models/unet",
-        "--history",
-        "reports/history/unet.json",
-    ]
+    return [sys.executable, TRAIN_STAGE, *train_unet_args("reports/history/unet.json")]
 
 
 def stage_env(uri: str) -> dict:

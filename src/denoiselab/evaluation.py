@@ -50,15 +50,6 @@ def classical_denoiser(
     return lambda image: classical.DENOISERS[method](image, sigma, **settings)
 
 
-def validation_psnr(
-    denoiser: model_store.Denoiser, clean: dict[str, np.ndarray], noisy: dict[str, np.ndarray]
-) -> float:
-    """Mean PSNR of a model on whole validation images (name -> HWC float32 in [0, 1]): the
-    figure the champion is chosen by."""
-    scores, _ = score_denoiser(model_denoiser(denoiser), clean, noisy)
-    return scores["psnr"]
-
-
 def summary_row(scores: dict) -> dict:
     """The part of a method's scores that goes into reports/metrics.json."""
     return {

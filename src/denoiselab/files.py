@@ -26,8 +26,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yields a new, empty temporary file beside ``path``; renames it into place on success.
+
+    ``suffix`` ends the temporary file's name, for writers that choose the format by it
+    (Keras writes weights only to a name ending in ``.weights.h5``).
 
     The temporary file is created with mode 0666 less the process umask, as ``open`` creates
     files, so that outputs get the usual permissions (``tempfile.mkstemp`` would make them
@@ -35,7 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _create_temporary(path)
+    temporary = _create_temporary(path, suffix)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -43,9 +46,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def _create_temporary(path: Path) -> Path:
+def _create_temporary(path: Path, suffix: str) -> Path:
     for _ in range(100):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
         try:
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:

@@ -17,6 +17,8 @@ from denoiselab.config import ModelConfig, parse
 from denoiselab.errors import UserError
 
 WEIGHTS_FILE = "model.weights.h5"
+# Keras writes weights only to a name with this ending.
+WEIGHTS_SUFFIX = ".weights.h5"
 CONFIG_FILE = "config.json"
 
 
@@ -157,10 +159,8 @@ def save_model_dir(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with files.atomic_path(folder / WEIGHTS_FILE) as temporary:
-        weights_path = temporary.with_name(temporary.name + ".weights.h5")
-        model.save_weights(weights_path)
-        weights_path.replace(temporary)
+    with files.atomic_path(folder / WEIGHTS_FILE, suffix=WEIGHTS_SUFFIX) as temporary:
+        model.save_weights(temporary)
     onnx_export.export_onnx(model, folder / onnx_export.ONNX_FILE)
     trained = config.model_copy(update={"precision": model_precision(model)})
     files.write_json(folder / CONFIG_FILE, {"model_config": trained.model_dump(), **extra})

@@ -298,24 +298,20 @@ def log_denoiser_model(model_dir: str | Path, channels: int, name: str = "model"
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from denoiselab import model_store
+    from denoiselab import model_store, serving
 
+    spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), serving.INPUT_NAME)])
+    output = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     with warnings.catch_warnings():
-        # MLflow suggests an input example and type hints (when the model class is defined);
-        # the explicit tensor signature already says what the model takes, and log_model with
-        # an input example fails here. Its note on pickled models does not apply either: the
-        # class pickles as a reference to the installed denoiselab.serving module.
-        warnings.filterwarnings("ignore", ".*(input_example|type hints)", UserWarning)
+        # MLflow suggests an input example; the explicit tensor signature already says what
+        # the model takes, and log_model with an input example fails here. Its note on pickled
+        # models does not apply either: the class pickles as a reference to the installed
+        # denoiselab.serving module.
+        warnings.filterwarnings("ignore", ".*input_example", UserWarning)
         pyfunc_log.setLevel(logging.ERROR)
         try:
-            from denoiselab import serving
-
-            spec = Schema(
-                [TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), serving.INPUT_NAME)]
-            )
-            output = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=serving.OnnxDenoiserModel(),

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from denoiselab import files
+from denoiselab import files, models
 from denoiselab.config import TrainConfig
 from denoiselab.errors import NonFiniteLossError, UserError
 
@@ -210,12 +210,8 @@ class Backup(keras.callbacks.Callback):
         self.path = folder / BACKUP_FILE
 
     def on_epoch_end(self, epoch, logs=None):
-        with files.atomic_path(self.path) as temporary:
-            # Keras picks the format from the suffix, so the file is written under that name
-            # first and then moved over the temporary one that atomic_path renames into place.
-            weights_path = temporary.with_name(temporary.name + ".weights.h5")
-            self.model.save_weights(weights_path)
-            weights_path.replace(temporary)
+        with files.atomic_path(self.path, suffix=models.WEIGHTS_SUFFIX) as temporary:
+            self.model.save_weights(temporary)
 
 
 def restore_backup(model: keras.Model, folder: Path) -> int:
