@@ -1,11 +1,12 @@
-"""DVC stage plot: loss, SSIM and sample comparison figures from the recorded data."""
+"""DVC stage plot: loss, SSIM and sample comparison figures (the seed's gray comparison at
+its one noise level) and PSNR against noise sigma, from the recorded data."""
 
 import argparse
 from pathlib import Path
 
 from denoiselab import files, model_store, plots, registry, tracking
 from denoiselab.config import load_params
-from denoiselab.errors import stage_main
+from denoiselab.errors import UserError, stage_main
 
 
 def main() -> None:
@@ -25,11 +26,13 @@ def main() -> None:
     tracking.check_store()
     dpi = params.plot.dpi
     histories = {
-        name: files.read_json(args.history / f"{name}.json") for name in model_store.TRAINED_MODELS
+        name: files.read_json(args.history / f"{name}.json") for name in model_store.GRAY_MODELS
     }
     summary = files.read_json(args.metrics)
+    if "sweep" not in summary:
+        raise UserError(f'{args.metrics} has no noise sweep ("sweep"); run `dvc repro`')
     clean = files.load_arrays(args.prepared / "test.npz")
-    columns = ["noisy", *model_store.TRAINED_MODELS]
+    columns = ["noisy", *model_store.GRAY_MODELS]
     denoised = {name: files.load_arrays(args.denoised / f"{name}.npz") for name in columns}
 
     figures = {
@@ -38,6 +41,7 @@ def main() -> None:
         "sample_comparison.png": plots.sample_comparison(
             clean, denoised, columns, params.plot.n_samples, dpi
         ),
+        "psnr_vs_sigma.png": plots.psnr_vs_sigma(summary["sweep"], dpi),
     }
     for filename, figure in figures.items():
         with files.atomic_path(args.out / filename) as temporary:

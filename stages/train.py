@@ -1,19 +1,21 @@
-"""DVC stages train_cae and train_unet: train one model from its params section, tracked in
-MLflow."""
+"""DVC stage train (train@cae, train@unet, train@unet_rgb): train one model from its params
+section on its dataset (gray or colour), tracked in MLflow."""
 
 import argparse
 from pathlib import Path
 
 from denoiselab import runner, tracking
-from denoiselab.config import load_params
+from denoiselab.config import TRAIN_SECTIONS, load_params
 from denoiselab.errors import stage_main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--section", required=True, choices=["train_cae", "train_unet"])
-    parser.add_argument("--name", required=True, help="MLflow run name, e.g. cae or unet")
+    parser.add_argument("--section", required=True, choices=list(TRAIN_SECTIONS))
+    parser.add_argument(
+        "--name", required=True, help="MLflow run name, e.g. cae, unet or unet_rgb"
+    )
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--noisy", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)

@@ -47,7 +47,7 @@ def main() -> None:
     config = tuning.budgeted_config(
         summary["params"],
         tune,
-        base.channels,
+        data["manifest"]["channels"],
         patch_size,
         tune.final_epochs,
         tune.final_budget_tflop,

@@ -109,5 +109,6 @@ def register_champion(model, config, folder: Path, name: str = "unet_tuned") -> 
         test_scores={"psnr": 30.0, "ssim": 0.8},
         data_hash="test",
         channels=config.channels,
+        val_levels="0.1",
     )
     registry.register_and_crown([candidate])

@@ -38,6 +38,7 @@ def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, monkeypatch)
                 test_scores={"psnr": 40.0 - val_psnr, "ssim": 0.8},
                 data_hash="data",
                 channels=1,
+                val_levels="0.1",
             )
         )
     [crowning] = registry.register_and_crown(candidates)

@@ -17,13 +17,20 @@ def test_project_params_and_smoke_profile_are_valid():
     assert params.base.noise_sigma == pytest.approx(0.1)
     assert params.train_cae.loss == "bce"
     # Portable by default: bfloat16 only where the hardware computes it natively.
-    sections = (params.train_cae, params.train_unet, params.tune_unet)
+    sections = (params.train_cae, params.train_unet, params.train_unet_rgb, params.tune_unet)
     assert {section.precision for section in sections} == {"auto"}
     assert config.TrainConfig().precision == config.TuneConfig().precision == "auto"
     smoke = profiles.apply_profile(
         raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml")
     )
     assert config.parse_params(smoke).tune_unet.n_trials == 2
+    # Blind by default: the U-Nets and the colour model train across the sweep's levels, the
+    # seed's CAE at base.noise_sigma alone.
+    assert params.train_cae.noise_sigma_range is None
+    for section in (params.train_unet, params.train_unet_rgb, params.tune_unet):
+        assert section.noise_sigma_range == (0.0, 0.2)
+    assert params.add_noise.sweep.gray == (0.05, 0.1, 0.15, 0.2)
+    assert params.add_noise.sweep.colour == (0.05, 0.1, 0.2)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +39,15 @@ def test_project_params_and_smoke_profile_are_valid():
         ("base", "noise_sigma", -0.1, "base.noise_sigma"),
         ("base", "noise_sigma", 0, "base.noise_sigma"),
         ("base", "noise_sigma", "high", "base.noise_sigma must be a number"),
-        ("base", "channels", 2, "base.channels must be 1 or 3"),
+        ("base", "channels", 1, "unknown key base.channels"),
+        ("train_unet", "noise_sigma_range", [0.2, 0.1], "train_unet.noise_sigma_range"),
+        ("train_unet", "noise_sigma_range", [0.0, 0.0], "train_unet.noise_sigma_range"),
+        ("train_unet", "noise_sigma_range", [0.0, 1.5], "train_unet.noise_sigma_range"),
+        ("train_unet_rgb", "fresh_noise", False, "train_unet_rgb.noise_sigma_range needs"),
+        ("tune_unet", "noise_sigma_range", [0.1], "tune_unet.noise_sigma_range"),
+        ("add_noise", "sweep", {"gray": [0.1, 1.2]}, "add_noise.sweep.gray[1] must be in"),
+        ("add_noise", "sweep", {"gray": []}, "add_noise.sweep.gray must list at least one"),
+        ("add_noise", "sweep", {"grey": [0.1]}, "unknown key add_noise.sweep.grey"),
         ("train_unet", "learning_rate", "fast", "train_unet.learning_rate must be a number"),
         ("train_unet", "epochs", 2.5, "train_unet.epochs must be an integer"),
         ("train_unet", "model", "resnet", "train_unet.model must be 'cae' or 'unet'"),
@@ -54,7 +69,8 @@ def test_project_params_and_smoke_profile_are_valid():
         ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
         ("tune_unet", "loss", ["mse", "ssim"], "tune_unet.loss"),
         ("tune_unet", "learning_rate", [0.1, 0.01], "tune_unet.learning_rate"),
-        ("evaluate", "classical", ["bm4d"], "evaluate.classical"),
+        ("classical", "methods", ["bm4d"], "classical.methods"),
+        ("classical", "tv_weight_scale", [], "classical.tv_weight_scale must list"),
     ],
 )
 def test_bad_params_name_the_key(section, key, value, message):

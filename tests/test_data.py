@@ -211,8 +211,8 @@ def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage, args in (
-        ("prepare", ["--out", "prepared"]),
-        ("add_noise", ["--prepared", "prepared", "--out", "noisy"]),
+        ("prepare", ["--mode", "gray", "--out", "prepared"]),
+        ("add_noise", ["--mode", "gray", "--prepared", "prepared", "--out", "noisy"]),
     ):
         command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--params", "params.yaml"]
         run_command(command + args, tmp_path, dict(os.environ), timeout=300)
@@ -228,3 +228,69 @@ def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
     assert sorted(noisy) == sorted(expected)
     for name in expected:
         np.testing.assert_array_equal(noisy[name], expected[name])
+
+
+def test_noise_is_stored_per_sweep_level_with_the_protocols_pixels(tmp_path):
+    """add_noise writes the whole test and validation images at every sweep level, each image
+    and level with its own generator, so every method later sees the same noisy pixels."""
+    folder = write_images(tmp_path / "images", 5, size=(56, 64))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(
+        source="folder", folder=str(folder), test_images=["img01"], val_images=["img02"]
+    )
+    params["prepare"].update(colour_test_images=["img03"], colour_val_images=["img04"])
+    params["prepare"].update(patch_size=48, stride=8)
+    params["add_noise"]["sweep"] = {"gray": [0.2, 0.05], "colour": [0.15]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for mode in ("gray", "colour"):
+        for stage, args in (
+            ("prepare", ["--out", f"{mode}/prepared"]),
+            ("add_noise", ["--prepared", f"{mode}/prepared", "--out", f"{mode}/noisy"]),
+        ):
+            command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--mode", mode]
+            run_command(command + args, tmp_path, dict(os.environ), timeout=300)
+    expected_levels = {"gray": ["0.05", "0.1", "0.2"], "colour": ["0.1", "0.15"]}
+    for mode, levels in expected_levels.items():
+        root = tmp_path / mode
+        # The seed's level (base.noise_sigma) is always there, for the first table.
+        assert sorted(path.name for path in (root / "noisy/levels").iterdir()) == levels
+        clean = files.load_arrays(root / "prepared/test.npz")
+        assert next(iter(clean.values())).shape[-1] == (1 if mode == "gray" else 3)
+        for level in levels:
+            noisy = files.load_arrays(root / f"noisy/levels/{level}/test.npz")
+            expected = noise.noisy_images(clean, float(level), 0)
+            for name in expected:
+                np.testing.assert_array_equal(noisy[name], expected[name])
+    base = files.load_arrays(tmp_path / "gray/noisy/test.npz")
+    at_base = files.load_arrays(tmp_path / "gray/noisy/levels/0.1/test.npz")
+    np.testing.assert_array_equal(base["img01"], at_base["img01"])
+
+
+def test_the_colour_dataset_holds_only_colour_images_and_its_own_split(tmp_path):
+    folder = write_images(tmp_path / "images", 6)
+    rng = np.random.default_rng(1)
+    for index in range(2):
+        gray = (rng.random((40, 48)) * 255).astype(np.uint8)
+        Image.fromarray(gray).save(folder / f"gray{index}.png")
+        # A gray photograph saved as RGB is still gray.
+        Image.fromarray(np.stack([gray] * 3, axis=-1)).save(folder / f"rgb_gray{index}.png")
+    config = folder_config(
+        folder,
+        test_images=("gray0",),
+        val_images=("img00",),
+        colour_test_images=("img01",),
+        colour_val_images=("img02",),
+    )
+    gray = data.prepare(config, 1, seed=0)
+    assert gray["manifest"]["counts"]["images"] == 10
+    assert sorted(gray["test"]) == ["gray0"] and sorted(gray["val_images"]) == ["img00"]
+    colour = data.prepare(config, 3, seed=0, colour_only=True)
+    names = {entry["name"] for entry in colour["manifest"]["images"]}
+    assert names == {f"img{index:02d}" for index in range(6)}
+    assert sorted(colour["test"]) == ["img01"] and sorted(colour["val_images"]) == ["img02"]
+    assert colour["train"].shape[-1] == 3
+    assert colour["manifest"]["data_hash"] != gray["manifest"]["data_hash"]
+    with pytest.raises(ValueError, match="prepare.colour_test_images names 'gray0'"):
+        data.prepare(
+            folder_config(folder, colour_test_images=("gray0",)), 3, seed=0, colour_only=True
+        )

@@ -492,6 +492,19 @@ def test_help_explains_colour_handling(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "grayscale model denoises each colour channel" in help_text
     assert "alpha" in help_text and "16-bit" in help_text
+    # Blind models, and which one each mode gets.
+    assert "need no noise level" in help_text and "sigma about 0.2" in help_text
+    assert "to champion_rgb (else models/unet_rgb" in help_text
+
+
+def test_tune_worker_reads_the_data_the_tune_unet_stage_reads():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    command = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["tune_unet"]["cmd"]
+    args = cli.build_parser().parse_args(["tune-worker"])
+    assert f"--prepared {args.prepared.as_posix()} " in command
+    assert f"--noisy {args.noisy.as_posix()} " in command
 
 
 def test_profile_args_still_works(capsys):

@@ -49,7 +49,10 @@ def import_closure(script: Path) -> set[str]:
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Each stage's definition; a ``foreach`` stage by its ``do`` template, which every item
+    shares."""
+    found = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in found.items()}
 
 
 def stage_script(stage: dict) -> Path:

@@ -57,7 +57,9 @@ def write_data(folder: Path, data_hash: str = "tiny") -> None:
         noisy = np.clip(patches + rng.normal(0, 0.1, patches.shape), 0, 1).astype(np.float32)
         files.save_arrays(folder / "data/prepared" / f"{split}.npz", {"patches": patches})
         files.save_arrays(folder / "data/noisy" / f"{split}.npz", {"patches": noisy})
-    files.write_json(folder / "data/prepared/manifest.json", {"data_hash": data_hash})
+    files.write_json(
+        folder / "data/prepared/manifest.json", {"data_hash": data_hash, "channels": 1}
+    )
 
 
 @pytest.fixture

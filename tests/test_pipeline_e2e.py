@@ -11,13 +11,21 @@ from conftest import smoke_copy
 
 from denoiselab import model_store
 
-STAGES = {"prepare", "add_noise", "train_cae", "train_unet", "tune_unet", "evaluate", "plot"}
+MODES = ("gray", "colour")
+
+STAGES = {
+    *(f"{stage}@{mode}" for stage in ("prepare", "add_noise", "classical") for mode in MODES),
+    *(f"train@{name}" for name in ("cae", "unet", "unet_rgb")),
+    "tune_unet",
+    "evaluate",
+    "plot",
+}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def stages_run(output):
-    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+    return set(re.findall(r"Running stage '([a-z_@]+)'", output))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,7 @@ def runs_by_name(client):
     return named, runs
 
 
-def test_all_seven_stages_ran_and_wrote_their_outputs(smoke_repo):
+def test_every_stage_ran_and_wrote_its_outputs(smoke_repo):
     repo, _, output = smoke_repo
     assert stages_run(output) == STAGES
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -54,12 +62,44 @@ def test_all_seven_stages_ran_and_wrote_their_outputs(smoke_repo):
         assert 0 < metrics[name]["psnr"] < 60
         assert 0 < metrics[name]["ssim"] <= 1
     assert metrics["noisy"]["psnr"] == pytest.approx(20.3, abs=0.5)
-    for figure in ("loss_comparison", "ssim_comparison", "sample_comparison"):
+    figures = ("loss_comparison", "ssim_comparison", "sample_comparison", "psnr_vs_sigma")
+    for figure in figures:
         assert (repo / f"reports/figures/{figure}.png").read_bytes()[:4] == b"\x89PNG"
-    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
-    assert {entry["split"] for entry in manifest["images"]} == {"train", "val", "test"}
+    for mode in MODES:
+        manifest = json.loads((repo / f"data/{mode}/prepared/manifest.json").read_text())
+        assert {entry["split"] for entry in manifest["images"]} == {"train", "val", "test"}
+        assert manifest["channels"] == {"gray": 1, "colour": 3}[mode]
     best = json.loads((repo / "reports/best_params.json").read_text())
     assert len(best["trials"]) == 2
+
+
+def test_the_sweep_scores_every_method_at_every_level_of_each_mode(smoke_repo):
+    repo, _, _ = smoke_repo
+    sweep = json.loads((repo / "reports/metrics.json").read_text())["sweep"]
+    levels = {"gray": ["0.05", "0.1", "0.15", "0.2"], "colour": ["0.05", "0.1", "0.2"]}
+    methods = {"champion", "noisy", "tv", "wavelet", "nl_means"}
+    for mode, keys in levels.items():
+        assert list(sweep[mode]) == keys
+        for level in keys:
+            rows = sweep[mode][level]
+            assert methods <= set(rows)
+            for row in rows.values():
+                assert 0 < row["psnr"] < 60 and 0 < row["ssim"] <= 1
+        # The noisier the input, the lower its PSNR.
+        noisy = [sweep[mode][level]["noisy"]["psnr"] for level in keys]
+        assert noisy == sorted(noisy, reverse=True)
+    assert {"cae", "unet", "unet_tuned"} <= set(sweep["gray"]["0.1"])
+    assert "unet_rgb" in sweep["colour"]["0.1"] and "cae" not in sweep["colour"]["0.1"]
+    # The champion row is the model `denoiselab denoise` uses for that mode.
+    assert sweep["champions"]["colour"] == "unet_rgb"
+    champion = sweep["champions"]["gray"]
+    assert sweep["gray"]["0.1"]["champion"] == sweep["gray"]["0.1"][champion]
+    # The classical rows come from their own stage, one report per mode.
+    for mode in MODES:
+        report = json.loads((repo / f"reports/classical/{mode}.json").read_text())
+        assert report["levels"]["0.2"]["tv"]["psnr"] == pytest.approx(
+            sweep[mode]["0.2"]["tv"]["psnr"], abs=1e-4
+        )
 
 
 def test_every_report_is_strict_json(smoke_repo):
@@ -79,7 +119,7 @@ def test_every_report_is_strict_json(smoke_repo):
             pytest.fail(f"{path.relative_to(repo)}: {error}")
 
 
-def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
+def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
     repo, _, _ = smoke_repo
     import mlflow
 
@@ -92,16 +132,23 @@ def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
         history = client.get_metric_history(found.info.run_id, "val_loss")
         assert [point.step for point in history] == [1, 2]
         assert {"psnr", "ssim", "val_psnr", "val_ssim_tf"} <= set(found.data.metrics)
-        assert found.data.metrics["psnr"] == pytest.approx(metrics[name]["psnr"], abs=1e-3)
+        mode = model_store.MODEL_MODES[name]
+        sweep = metrics["sweep"][mode]
+        for level in sweep:
+            logged = found.data.metrics[f"sweep_psnr_{level}"]
+            assert logged == pytest.approx(sweep[level][name]["psnr"], abs=1e-3)
+        channels = {"gray": 1, "colour": 3}[mode]
         assert found.data.params["data_hash"]
-        assert found.data.tags["dvc.stage"] in ("train_cae", "train_unet", "tune_unet")
+        assert found.data.params["channels"] == str(channels)
+        stages = ("train_cae", "train_unet", "train_unet_rgb", "tune_unet")
+        assert found.data.tags["dvc.stage"] in stages
         assert "git_commit" in found.data.tags
         config = json.loads((repo / f"models/{name}/config.json").read_text())
         assert config["mlflow_run_id"] == found.info.run_id
         # The logged model runs what evaluate scored, on an image of any size.
         model = mlflow.pyfunc.load_model(config["mlflow_model_uri"])
-        denoised = model.predict(np.full((1, 21, 19, 1), 0.5, np.float32))
-        assert denoised.shape == (1, 21, 19, 1)
+        denoised = model.predict(np.full((1, 21, 19, channels), 0.5, np.float32))
+        assert denoised.shape == (1, 21, 19, channels)
         assert 0.0 <= denoised.min() and denoised.max() <= 1.0
         artifacts = {item.path for item in client.list_artifacts(found.info.run_id, "figures")}
         assert "figures/sample_comparison.png" in artifacts
@@ -109,7 +156,11 @@ def test_mlflow_holds_three_model_runs_with_histories_and_models(smoke_repo):
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 2
     champion = client.get_model_version_by_alias("denoiselab", "champion")
-    assert champion.tags["model_name"] in model_store.TRAINED_MODELS
+    assert champion.tags["model_name"] in model_store.GRAY_MODELS
+    assert champion.tags["val_levels"] == "0.05,0.1,0.15,0.2"
+    champion_rgb = client.get_model_version_by_alias("denoiselab", "champion_rgb")
+    assert champion_rgb.tags["model_name"] == "unet_rgb"
+    assert champion_rgb.tags["channels"] == "3"
 
 
 def test_second_repro_runs_nothing(smoke_repo):
@@ -124,7 +175,9 @@ def test_prepare_and_add_noise_are_byte_reproducible(smoke_repo):
     before = (repo / "dvc.lock").read_text()
     output = run(["dvc", "repro", "-f", "-s", "prepare"], repo, env)
     output += run(["dvc", "repro", "-f", "-s", "add_noise"], repo, env)
-    assert stages_run(output) == {"prepare", "add_noise"}
+    assert stages_run(output) == {
+        f"{stage}@{mode}" for stage in ("prepare", "add_noise") for mode in MODES
+    }
     assert (repo / "dvc.lock").read_text() == before
 
 
@@ -133,7 +186,8 @@ def test_a_unet_param_experiment_reruns_only_what_it_touches(smoke_repo):
     output = run(
         ["dvc", "exp", "run", "-n", "lr-test", "-S", "train_unet.learning_rate=0.0007"], repo, env
     )
-    assert stages_run(output) == {"train_unet", "evaluate", "plot"}
+    # The classical baselines (BM3D the slowest) depend on the data alone: never rerun here.
+    assert stages_run(output) == {"train@unet", "evaluate", "plot"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     assert "lr-test" in json.dumps(shown)
     named, _ = runs_by_name(mlflow_client(repo))

@@ -27,7 +27,13 @@ def store(tmp_path, monkeypatch):
 
 
 def candidate(
-    root, name: str, val_psnr: float, test_psnr: float, data_hash="data-a", channels=1
+    root,
+    name: str,
+    val_psnr: float,
+    test_psnr: float,
+    data_hash="data-a",
+    channels=1,
+    val_levels="0.05,0.1,0.15,0.2",
 ) -> registry.Candidate:
     """Logs the tiny model folder as a new run's model; returns it as a candidate."""
     with tracking.model_run(name, "test", {}) as run:
@@ -40,6 +46,7 @@ def candidate(
         test_scores={"psnr": test_psnr, "ssim": 0.8},
         data_hash=data_hash,
         channels=channels,
+        val_levels=val_levels,
     )
 
 
@@ -95,6 +102,22 @@ def test_kinds_are_kept_apart(store):
     assert champion_tags()["run_id"] == new_data.run_id
     # The colour champion was never touched by grayscale versions.
     assert champion_tags(registry.CHAMPION_RGB)["run_id"] == colour.run_id
+
+
+def test_a_score_over_other_noise_levels_never_competes(store):
+    """A validation PSNR at sigma 0.1 alone is higher than a mean that includes sigma 0.2, so a
+    model chosen at one level must not keep the alias from models chosen across the sweep."""
+    one_level = candidate(store, "unet", val_psnr=31.0, test_psnr=31.0, val_levels="0.1")
+    registry.register_and_crown([one_level])
+    blind = candidate(store, "unet_tuned", val_psnr=29.5, test_psnr=29.0)
+    [crowning] = registry.register_and_crown([blind])
+    assert crowning.changed and "other validation levels" in crowning.reason
+    assert champion_tags()["run_id"] == blind.run_id
+    assert champion_tags()["val_levels"] == "0.05,0.1,0.15,0.2"
+    # Back at the sweep's levels, a worse blind model does not take it.
+    worse = candidate(store, "unet", val_psnr=29.0, test_psnr=33.0)
+    registry.register_and_crown([worse])
+    assert champion_tags()["run_id"] == blind.run_id
 
 
 def test_alias_cache_follows_the_registry(store):

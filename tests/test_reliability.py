@@ -44,7 +44,9 @@ def stage_repo(tmp_path):
     for folder, arrays in (("prepared", clean), ("noisy", noisy)):
         files.save_arrays(tmp_path / f"data/{folder}/train.npz", {"patches": arrays})
         files.save_arrays(tmp_path / f"data/{folder}/val.npz", {"patches": arrays[:16]})
-    files.write_json(tmp_path / "data/prepared/manifest.json", {"data_hash": "test"})
+    files.write_json(
+        tmp_path / "data/prepared/manifest.json", {"data_hash": "test", "channels": 1}
+    )
     return tmp_path
 
 

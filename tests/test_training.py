@@ -47,6 +47,31 @@ def test_fresh_noise_dataset_is_seeded_and_new_each_draw():
     )
 
 
+def test_blind_dataset_draws_each_patch_a_level_from_the_range():
+    # Mid-gray patches, so clipping never shrinks the noise and its std is the drawn level.
+    clean = np.full((64, 16, 16, 1), 0.5, np.float32)
+    config = tiny_config(batch_size=64, augment=False, noise_sigma_range=(0.02, 0.2))
+    noisy, clean_batch = next(iter(training.make_train_dataset(clean, None, config, 0.1, 0)))
+    stds = np.std((noisy - clean_batch).numpy(), axis=(1, 2, 3))
+    assert stds.min() > 0.015 and stds.max() < 0.21
+    # Levels spread over the range, not one level for all (a fixed 0.1 fails both).
+    assert stds.min() < 0.06 and stds.max() > 0.15
+    again = next(iter(training.make_train_dataset(clean, None, config, 0.1, 0)))[0]
+    np.testing.assert_array_equal(noisy, again)
+
+
+def test_a_blind_model_is_validated_at_each_quarter_of_its_range():
+    assert training.validation_levels((0.0, 0.2)) == (0.05, 0.1, 0.15, 0.2)
+    clean = np.full((3, 16, 16, 1), 0.5, np.float32)
+    fixed = clean + 0.1
+    noisy, target = training.validation_data(clean, fixed, None, seed=0)
+    assert noisy is fixed and target is clean
+    noisy, target = training.validation_data(clean, fixed, (0.0, 0.2), seed=0)
+    assert noisy.shape == target.shape == (12, 16, 16, 1)
+    stds = [float(np.std(noisy[index * 3 : index * 3 + 3] - 0.5)) for index in range(4)]
+    np.testing.assert_allclose(stds, [0.05, 0.1, 0.15, 0.2], rtol=0.1)
+
+
 def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
     clean = smooth_patches(6)
     noisy = clean + 0.25

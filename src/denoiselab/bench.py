@@ -1,11 +1,12 @@
 """Benchmark (``make bench``): quality, speed and training throughput measured in one run.
 
-Writes ``reports/benchmark.json`` with, for every trained model and classical method, test
-PSNR/SSIM and seconds per megapixel; for every model, training patches/s and achieved
-GFLOP/s beside a large float32 matrix multiply measured in the same run (the machine's
-practical limit); the U-Net's training patches/s in float32 and mixed_bfloat16 under each
-oneDNN instruction-set limit (what precision: auto weighs); and the whole-process time of
-``denoiselab denoise`` on a 1-megapixel photo beside BM3D's time on the same image. A
+Writes ``reports/benchmark.json`` with, for every gray model and classical method, PSNR/SSIM
+and seconds per megapixel on the gray test images at base.noise_sigma (each classical method
+with the settings the classical stage chose at that sigma); for every gray model, training
+patches/s and achieved GFLOP/s beside a large float32 matrix multiply measured in the same run
+(the machine's practical limit); the U-Net's training patches/s in float32 and mixed_bfloat16
+under each oneDNN instruction-set limit (what precision: auto weighs); and the whole-process
+time of ``denoiselab denoise`` on a 1-megapixel photo beside BM3D's time on the same image. A
 benchmark, not a test: nothing here asserts a time.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, evaluation, files, model_store, models, training
+from denoiselab import classical, evaluation, files, model_store, models, noise, training
 from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
 
 
@@ -234,14 +235,21 @@ def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--noisy", type=Path, default=Path("data/noisy"))
+    parser.add_argument("--prepared", type=Path, default=Path("data/gray/prepared"))
+    parser.add_argument("--noisy", type=Path, default=Path("data/gray/noisy"))
     parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--classical",
+        type=Path,
+        default=Path("reports/classical/gray.json"),
+        help="the classical stage's report, whose settings at base.noise_sigma are scored",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/benchmark.json"))
     args = parser.parse_args()
 
     params = load_params(args.params)
-    sigma, channels = params.base.noise_sigma, params.base.channels
+    sigma = params.base.noise_sigma
+    channels = files.read_json(args.prepared / "manifest.json")["channels"]
     clean = files.load_arrays(args.prepared / "test.npz")
     noisy = files.load_arrays(args.noisy / "test.npz")
     report: dict = {
@@ -252,7 +260,7 @@ def main() -> None:
     report["methods"]["noisy"] = evaluation.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
     configs = {}
-    for name in model_store.TRAINED_MODELS:
+    for name in model_store.GRAY_MODELS:
         info = files.read_json(args.models / name / "config.json")
         denoiser = model_store.load_folder(args.models / name)
         scores, _ = evaluation.score_denoiser(evaluation.model_denoiser(denoiser), clean, noisy)
@@ -266,12 +274,16 @@ def main() -> None:
     print(f"float32 matmul: {report['matmul_gflops_per_s']} GFLOP/s", flush=True)
     for name, row in report["training"].items():
         print(name, row, flush=True)
-    chosen = files.read_json("reports/per_image.json").get("classical_params", {})
+    # The settings the classical stage chose at this sigma, or the first candidates without it.
+    chosen = {}
+    if args.classical.is_file():
+        levels = files.read_json(args.classical)["levels"]
+        chosen = levels.get(noise.level_key(sigma), {})
     for method in CLASSICAL_METHODS:
-        settings = (
-            chosen.get(method, {}).get("params")
-            or classical.param_grid(method, params.evaluate)[0]
-        )
+        if method in chosen:
+            settings = chosen[method]["params"]
+        else:
+            settings = classical.param_grid(method, params.classical, sigma)[0]
         scores, _ = evaluation.score_denoiser(
             evaluation.classical_denoiser(method, sigma, settings), clean, noisy
         )

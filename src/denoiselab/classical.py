@@ -6,13 +6,14 @@ and in the benchmark, never used to denoise for users.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from skimage import restoration
 
 from denoiselab import metrics
+from denoiselab.config import ClassicalConfig
 from denoiselab.errors import UserError
 
 
@@ -85,6 +86,14 @@ DENOISERS: dict[str, Callable[..., np.ndarray]] = {
     "bm3d": bm3d,
 }
 
+# evaluation.score_denoiser, which the callers pass in (evaluation imports this module): a
+# function of one HWC image, the clean and the noisy images by name -> (scores, denoised).
+ScoreDenoiser = Callable[
+    [Callable[[np.ndarray], np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]],
+    tuple[dict, dict[str, np.ndarray]],
+]
+Images = Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray
+
 
 def settings_for(method: str, sigma: float) -> dict:
     """Settings for noise ``sigma`` where no validation split is at hand (``denoiselab
@@ -98,36 +107,103 @@ def settings_for(method: str, sigma: float) -> dict:
     }[method]
 
 
-def param_grid(method: str, evaluate_config) -> list[dict]:
-    """The candidate settings of one method, from the evaluate params section."""
+def _times_sigma(scale: float, sigma: float) -> float:
+    # Rounded so that 0.8 x 0.1 reads 0.08 in the reports, not 0.08000000000000002.
+    return round(scale * sigma, 8)
+
+
+def param_grid(method: str, config: ClassicalConfig, sigma: float) -> list[dict]:
+    """The candidate settings of one method at noise ``sigma``, as the denoiser takes them.
+
+    The classical section holds multiples of sigma: the TV weight and the non-local means h
+    are those multiples times ``sigma``; BM3D's ``sigma_scale`` is the multiple itself (the
+    denoiser multiplies it by sigma); wavelet has no setting, so its grid is one empty point.
+    """
     grids = {
-        "tv": {"weight": evaluate_config.tv_weights},
-        "wavelet": {},
-        "nl_means": {"h": evaluate_config.nl_means_h},
-        "bm3d": {"sigma_scale": evaluate_config.bm3d_sigma_scale},
-    }[method]
-    keys = list(grids)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grids.values())]
+        "tv": [{"weight": _times_sigma(scale, sigma)} for scale in config.tv_weight_scale],
+        "wavelet": [{}],
+        "nl_means": [{"h": _times_sigma(scale, sigma)} for scale in config.nl_means_h_scale],
+        "bm3d": [{"sigma_scale": scale} for scale in config.bm3d_sigma_scale],
+    }
+    return grids[method]
+
+
+def _pairs(clean: Images, noisy: Images) -> list[tuple[np.ndarray, np.ndarray]]:
+    if isinstance(clean, Mapping):
+        if set(clean) != set(noisy):
+            raise UserError("the clean and noisy validation images must have the same names")
+        return [(clean[name], noisy[name]) for name in sorted(clean)]
+    return list(zip(clean, noisy, strict=True))
 
 
 def select_params(
-    method: str, grid: list[dict], clean: np.ndarray, noisy: np.ndarray, sigma: float
+    method: str, grid: list[dict], clean: Images, noisy: Images, sigma: float
 ) -> tuple[dict, float | None]:
-    """The grid point with the best mean PSNR on validation images (NHWC patches, or a list
-    of HWC images), and that PSNR.
+    """The grid point with the best mean PSNR on validation images, and that PSNR.
 
-    A one-point grid has nothing to choose, so it is not scored and its PSNR is ``None``
-    (``null`` in the reports). Selection never sees the test split.
+    ``clean`` and ``noisy`` are whole images by name (HWC float32 in [0, 1]), lists of HWC
+    images or NHWC arrays of patches. A one-point grid has nothing to choose, so it is not
+    scored and its PSNR is ``None`` (``null`` in the reports). Selection never sees the test
+    split.
     """
     if len(grid) == 1:
         return grid[0], None
+    pairs = _pairs(clean, noisy)
     best, best_score = grid[0], -np.inf
     for candidate in grid:
         scores = [
-            metrics.psnr(clean_patch, DENOISERS[method](noisy_patch, sigma, **candidate))
-            for clean_patch, noisy_patch in zip(clean, noisy, strict=True)
+            metrics.psnr(clean_image, DENOISERS[method](noisy_image, sigma, **candidate))
+            for clean_image, noisy_image in pairs
         ]
         score = float(np.mean(scores))
         if score > best_score:
             best, best_score = candidate, score
     return best, best_score
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def score_level(
+    config: ClassicalConfig,
+    sigma: float,
+    *,
+    clean_val: dict[str, np.ndarray],
+    noisy_val: dict[str, np.ndarray],
+    clean_test: dict[str, np.ndarray],
+    noisy_test: dict[str, np.ndarray],
+    score_denoiser: ScoreDenoiser,
+) -> dict[str, dict]:
+    """Each method of the classical section at one noise level, per docs/protocol.md.
+
+    A method's setting is chosen on the whole validation images at ``sigma`` among
+    :func:`param_grid` (see :func:`select_params`), then scored on the whole test images at
+    ``sigma``; the images are HWC float32 in [0, 1] by name. Returns, per method, the test
+    PSNR, SSIM and seconds per megapixel, the PSNR and SSIM per image, the chosen settings as
+    the denoiser takes them and the validation PSNR that chose them (``None`` for a one-point
+    grid), rounded to 4 decimals. Prints a line per method, since BM3D takes minutes.
+    """
+    rows = {}
+    for method in config.methods:
+        grid = param_grid(method, config, sigma)
+        chosen, val_psnr = select_params(method, grid, clean_val, noisy_val, sigma)
+        denoise_image = functools.partial(DENOISERS[method], sigma=sigma, **chosen)
+        scores, _ = score_denoiser(denoise_image, clean_test, noisy_test)
+        rows[method] = {
+            "psnr": _rounded(scores["psnr"]),
+            "ssim": _rounded(scores["ssim"]),
+            "seconds_per_megapixel": _rounded(scores["seconds_per_megapixel"]),
+            "per_image": {
+                name: {key: _rounded(value) for key, value in image_scores.items()}
+                for name, image_scores in scores["per_image"].items()
+            },
+            "params": chosen,
+            "val_psnr": _rounded(val_psnr),
+        }
+        print(
+            f"{method} at sigma {sigma:g} {chosen}: test PSNR {scores['psnr']:.2f} dB, "
+            f"SSIM {scores['ssim']:.4f}, {scores['seconds_per_megapixel']:.2f} s/MP",
+            flush=True,
+        )
+    return rows

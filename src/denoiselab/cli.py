@@ -8,29 +8,45 @@ import dataclasses
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from denoiselab.config import CLASSICAL_METHODS
 from denoiselab.errors import UserError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from denoiselab import model_store
+
 DENOISE_DESCRIPTION = """\
-Denoises images (Gaussian noise, sigma about 0.1 on [0, 1]) and writes each as
-OUTDIR/<name>.png with the input's size, colour mode and bit depth: grayscale stays
-grayscale, RGB stays RGB, RGBA keeps its alpha unchanged, 16-bit stays 16-bit.
-A grayscale model denoises each colour channel on its own; a colour model gets a
-grayscale image repeated to 3 channels and its output converted back to grayscale.
+Denoises images and writes each as OUTDIR/<name>.png with the input's size, colour mode
+and bit depth: grayscale stays grayscale, RGB stays RGB, RGBA keeps its alpha unchanged,
+16-bit stays 16-bit. The models are blind: trained on Gaussian noise of every level up to
+sigma about 0.2 on [0, 1] (about 50 on 0-255), they need no noise level.
+Without --model, each image goes to the champion of its mode, loaded only when an image
+of that mode comes: grayscale images (L, LA, 16-bit gray) to champion (else
+models/unet_tuned), colour images (RGB, RGBA, palette, CMYK) to champion_rgb (else
+models/unet_rgb, else the grayscale champion); stderr names the model of each mode.
+--model uses one model for every image. A grayscale model denoises each colour channel on
+its own; a colour model gets a grayscale image repeated to 3 channels and its output
+converted back to grayscale.
 Palette and CMYK images come out as RGB. The ICC profile and EXIF orientation carry over.
 Large images are denoised in overlapping tiles, so memory stays bounded.
 Exit status: 0 when every image was written, 1 when any input could not be read or
-written (each named on stderr), 2 for a usage or model error."""
+written (each named on stderr), 2 for a usage or model error (a model that cannot be
+loaded stops the run)."""
 
 MODEL_HELP = (
-    "champion (default; the registered model best on validation, else models/unet_tuned), "
-    "champion_rgb (the colour champion), cae, unet, "
-    "unet_tuned (registry alias, else models/<name>), a model folder or .keras file, or an "
-    "MLflow model URI such as models:/denoiselab@champion or runs:/RUN_ID/model"
+    "one model for every image, instead of the champion of each image's mode: champion (the "
+    "grayscale model best on validation in the MLflow registry, else models/unet_tuned), "
+    "champion_rgb (the colour one, else models/unet_rgb), cae, unet, unet_tuned, unet_rgb "
+    "(registry alias, else models/<name>), a model folder or .keras file, or an MLflow model "
+    "URI such as models:/denoiselab@champion or runs:/RUN_ID/model"
 )
+# What stderr calls the images of each channel count (without alpha) and its champion.
+MODE_NAMES = {1: "grayscale", 3: "colour"}
 
 
 def _profile_args(args: argparse.Namespace) -> int:
@@ -68,20 +84,96 @@ def _import_keras() -> None:
         import keras  # noqa: F401
 
 
-def _load(spec: str, aliases: dict[str, str] | None = None):
+def _load(spec: str, aliases: dict[str, str] | None = None) -> model_store.Denoiser:
     """Resolves and loads one ``--model``; asks the registry only for an alias name."""
     from denoiselab import model_store, registry, tracking
 
     if aliases is None:
         aliases = registry.registered_aliases() if spec in model_store.ALIASES else {}
     source = model_store.locate_model(spec, tracking.repo_root(), aliases)
+    if source.note:
+        print(f"denoiselab: {source.note}", file=sys.stderr)
+    return _load_source(source)
+
+
+def _load_source(source: model_store.ModelSource) -> model_store.Denoiser:
+    """Loads a located model, importing Keras only when the model needs it."""
+    from denoiselab import model_store
+
     if not model_store.runs_without_keras(source):
         _import_keras()
     # MLflow's download bar would sit above ours; a model loads from a local store in a blink.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if source.note:
-        print(f"denoiselab: {source.note}", file=sys.stderr)
     return model_store.load_denoiser(source)
+
+
+def _image_channels(pixels: np.ndarray) -> int:
+    """The channels of an image file's pixels without alpha: 1 for grayscale (HW, or HWC with
+    gray or gray + alpha), 3 for colour (RGB or RGBA; palette and CMYK are read as such)."""
+    return 3 if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else 1
+
+
+class _ChampionsByMode:
+    """The model for each image when ``--model`` is not given: the champion of the image's
+    mode (``registry.CHAMPIONS``), located and loaded the first time an image of that mode
+    needs it, so a folder of grayscale images never touches the colour model.
+
+    ``report`` gets one line per mode, the first time an image of that mode comes, naming
+    the model that denoises its images. Colour images fall back to the grayscale champion,
+    channel by channel, when there is neither a colour champion nor the folder standing in
+    for it.
+    """
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self._report = report
+        self._registry: tuple[Path, dict[str, str]] | None = None
+        self._champions: dict[int, tuple[model_store.ModelSource, model_store.Denoiser]] = {}
+        self._by_mode: dict[int, model_store.Denoiser] = {}
+
+    def for_pixels(self, pixels: np.ndarray) -> model_store.Denoiser:
+        """The loaded model that denoises an image file's pixels (HW or HWC)."""
+        channels = _image_channels(pixels)
+        if channels not in self._by_mode:
+            self._by_mode[channels] = self._choose(channels)
+        return self._by_mode[channels]
+
+    def _choose(self, channels: int) -> model_store.Denoiser:
+        from denoiselab import model_store, registry
+
+        root, aliases = self._root_and_aliases()
+        alias, mode = registry.CHAMPIONS[channels], MODE_NAMES[channels]
+        if channels == 1 or model_store.has_model(alias, root, aliases):
+            source, denoiser = self._champion(channels)
+            # A fallback's note names the folder and says why; otherwise the alias and where
+            # its model was loaded from.
+            used = source.note or f"{alias} ({source.location})"
+            self._report(f"denoiselab: {mode} images: {used}")
+            return denoiser
+        source, denoiser = self._champion(1)
+        folder = root / model_store.MODELS_FOLDER / model_store.CHAMPION_FALLBACKS[alias]
+        self._report(
+            f"denoiselab: {mode} images: no {alias} in the MLflow model registry and no "
+            f"{folder}; using the grayscale model on each colour channel ({source.location})"
+        )
+        return denoiser
+
+    def _champion(self, channels: int) -> tuple[model_store.ModelSource, model_store.Denoiser]:
+        """The champion of ``channels`` channels, located and loaded at most once."""
+        from denoiselab import model_store, registry
+
+        if channels not in self._champions:
+            root, aliases = self._root_and_aliases()
+            source = model_store.locate_model(registry.CHAMPIONS[channels], root, aliases)
+            self._champions[channels] = (source, _load_source(source))
+        return self._champions[channels]
+
+    def _root_and_aliases(self) -> tuple[Path, dict[str, str]]:
+        """The repository root and the registry's aliases, asked once, when first needed."""
+        from denoiselab import registry, tracking
+
+        if self._registry is None:
+            self._registry = (tracking.repo_root(), registry.registered_aliases())
+        return self._registry
 
 
 def _denoise(args: argparse.Namespace) -> int:
@@ -92,25 +184,34 @@ def _denoise(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not jobs:
         return 1
-    denoiser = _load(args.model)
+    # --model is loaded before any image, so a bad one stops the run before it writes.
+    chosen = _load(args.model) if args.model is not None else None
 
     from tqdm import tqdm
 
     failures = len(problems)
-    progress = tqdm(jobs, unit="image", file=sys.stderr, disable=len(jobs) < 2)
-    for job in progress:
-        try:
-            image = images.read_image(job.source)
+    with tqdm(jobs, unit="image", file=sys.stderr, disable=len(jobs) < 2) as progress:
+
+        def report(line: str) -> None:
+            progress.write(line, file=sys.stderr)
+
+        champions = _ChampionsByMode(report)
+        for job in progress:
+            try:
+                image = images.read_image(job.source)
+            except files.ImageReadError as error:
+                report(f"error: {error}")
+                failures += 1
+                continue
             if image.note:
-                progress.write(f"warning: {job.source}: {image.note}", file=sys.stderr)
-            pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size)
-            images.write_png(job.target, dataclasses.replace(image, pixels=pixels))
-        except files.ImageReadError as error:
-            progress.write(f"error: {error}", file=sys.stderr)
-            failures += 1
-        except OSError as error:
-            progress.write(f"error: {job.target}: cannot write ({error})", file=sys.stderr)
-            failures += 1
+                report(f"warning: {job.source}: {image.note}")
+            denoiser = chosen if chosen is not None else champions.for_pixels(image.pixels)
+            try:
+                pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size)
+                images.write_png(job.target, dataclasses.replace(image, pixels=pixels))
+            except OSError as error:
+                report(f"error: {job.target}: cannot write ({error})")
+                failures += 1
     return 1 if failures else 0
 
 
@@ -217,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTDIR",
         help="folder for the denoised PNGs (created if missing; input files are never replaced)",
     )
-    denoise.add_argument("--model", default="champion", help=MODEL_HELP)
+    denoise.add_argument("--model", help=MODEL_HELP)
     denoise.add_argument(
         "--tile-size",
         type=_positive_int,
@@ -241,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         metavar="MODEL",
-        help="models to score, each as for `denoise --model` (default: champion, or each of "
-        "cae, unet, unet_tuned that exists)",
+        help="models to score, each as for `denoise --model` (default: champion, and "
+        "champion_rgb when the registry has it; without a champion, each of cae, unet, "
+        "unet_tuned, unet_rgb that exists)",
     )
     evaluate.add_argument(
         "--classical",
@@ -274,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--study", help="study name (default: tune_unet.study_name)")
     worker.add_argument("--params", default="params.yaml")
     # The folders dvc.yaml passes to the tune_unet stage.
-    worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    worker.add_argument("--noisy", type=Path, default=Path("data/noisy"))
+    worker.add_argument("--prepared", type=Path, default=Path("data/gray/prepared"))
+    worker.add_argument("--noisy", type=Path, default=Path("data/gray/noisy"))
     worker.add_argument(
         "--n-trials",
         type=_positive_int,

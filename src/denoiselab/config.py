@@ -25,6 +25,9 @@ Loss = Literal["bce", "mse", "l1"]
 # (see denoiselab.precision).
 Precision = Literal["auto", "float32", "mixed_bfloat16"]
 ClassicalMethod = Literal["tv", "wavelet", "nl_means", "bm3d"]
+# The two kinds of data and models: grayscale (1 channel) and colour (3 channels, RGB).
+Mode = Literal["gray", "colour"]
+MODE_CHANNELS = {"gray": 1, "colour": 3}
 LrSchedule = Literal["constant", "cosine"]
 Distribution = Literal["none", "mirrored", "multi_worker"]
 ARCHITECTURES = typing.get_args(Architecture)
@@ -79,6 +82,17 @@ ListOf = Annotated[tuple[Item, ...], Field(strict=False)]
 ChoicesOf = Annotated[tuple[Item, ...], Field(strict=False, min_length=1)]
 
 
+def _check_range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not 0 <= low <= high < 1 or high == 0:
+        rule = "must be [low, high] with 0 <= low <= high < 1 and high > 0"
+        raise PydanticCustomError("params", "{rule}", {"rule": rule})
+    return value
+
+
+NoiseRange = Annotated[tuple[float, float], Field(strict=False), AfterValidator(_check_range)]
+
+
 def _refuse(key: str, rule: str, value: Any) -> NoReturn:
     """Fails a cross-field rule; ``key`` is dotted, relative to the model being validated."""
     raise PydanticCustomError("params", "{rule}", {"key": key, "rule": rule, "value": value})
@@ -97,12 +111,12 @@ class Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+Sigma = Annotated[float, interval(0, 1, open_low=True, note="(images are in [0, 1])")]
+
+
 class BaseConfig(Section):
     seed: int = 0
-    channels: Channels = 1
-    noise_sigma: Annotated[float, interval(0, 1, open_low=True, note="(images are in [0, 1])")] = (
-        0.1
-    )
+    noise_sigma: Sigma = 0.1
     deterministic: bool = False
 
 
@@ -111,6 +125,9 @@ class PrepareConfig(Section):
     folder: str | None = None
     test_images: ListOf[str] = ()
     val_images: ListOf[str] = ()
+    # The colour model's split, among the colour images of the source (gray ones are left out).
+    colour_test_images: ListOf[str] = ()
+    colour_val_images: ListOf[str] = ()
     test_fraction: Annotated[float, interval(0, 1, open_high=True)] = 0.2
     val_fraction: Annotated[float, interval(0, 1, open_high=True)] = 0.1
     patch_size: Annotated[int, Field(ge=8)] = 64
@@ -129,8 +146,23 @@ class PrepareConfig(Section):
         return self
 
 
+def _sweep(levels: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(sorted(set(levels)))
+
+
+SweepLevels = Annotated[ChoicesOf[Sigma], AfterValidator(_sweep)]
+
+
+class SweepConfig(Section):
+    """Noise levels every method is scored at, per mode (docs/protocol.md)."""
+
+    gray: SweepLevels = (0.05, 0.1, 0.15, 0.2)
+    colour: SweepLevels = (0.05, 0.1, 0.2)
+
+
 class AddNoiseConfig(Section):
     seed: int = 0
+    sweep: SweepConfig = SweepConfig()
 
 
 class ModelConfig(Section):
@@ -163,6 +195,9 @@ class TrainConfig(Section):
     steps_per_epoch: Positive = 100
     crop_size: Annotated[int, Field(ge=8)] | None = None
     fresh_noise: bool = True
+    # [low, high]: blind training, each patch's sigma drawn uniformly from the range; null:
+    # every patch at base.noise_sigma.
+    noise_sigma_range: NoiseRange | None = None
     augment: bool = True
     jit_compile: bool = False
     precision: Precision = "auto"
@@ -175,6 +210,9 @@ class TrainConfig(Section):
             rule = "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true"
             _refuse("loss", rule, self.loss)
         _require_divisible("crop_size", self.crop_size, (self.depth,))
+        if self.noise_sigma_range is not None and not self.fresh_noise:
+            rule = "needs fresh_noise: true (the noise is drawn while training)"
+            _refuse("noise_sigma_range", rule, self.noise_sigma_range)
         return self
 
     def architecture(self, channels: int) -> ModelConfig:
@@ -195,6 +233,7 @@ class TuneConfig(Section):
     loss: ChoicesOf[Literal["mse", "l1"]] = ("mse", "l1")
     batch_norm: ChoicesOf[bool] = (False,)
     crop_size: int | None = 48
+    noise_sigma_range: NoiseRange | None = None
     final_epochs: Positive = 20
     final_budget_tflop: PositiveNumber = 80.0
     warm_start: bool = True
@@ -217,12 +256,17 @@ class TuneConfig(Section):
         return self
 
 
-class EvaluateConfig(Section):
-    classical: ListOf[ClassicalMethod] = CLASSICAL_METHODS
-    tv_weights: ChoicesOf[PositiveNumber] = (0.06, 0.08, 0.1, 0.12)
-    nl_means_h: ChoicesOf[PositiveNumber] = (0.06, 0.08, 0.1)
+class ClassicalConfig(Section):
+    """The classical baselines. Settings with several candidates are chosen per noise level on
+    the whole validation images, as multiples of that level's sigma."""
+
+    methods: ListOf[ClassicalMethod] = CLASSICAL_METHODS
+    tv_weight_scale: ChoicesOf[PositiveNumber] = (0.6, 0.8, 1.0, 1.2)
+    nl_means_h_scale: ChoicesOf[PositiveNumber] = (0.6, 0.8, 1.0)
     bm3d_sigma_scale: ChoicesOf[PositiveNumber] = (1.0,)
-    val_patches: Positive = 16
+
+
+class EvaluateConfig(Section):
     register_models: bool = True
 
 
@@ -231,13 +275,19 @@ class PlotConfig(Section):
     dpi: Annotated[int, Field(ge=30)] = 110
 
 
+# The training stages' sections: each trains one model on one mode's data.
+TRAIN_SECTIONS = {"train_cae": "gray", "train_unet": "gray", "train_unet_rgb": "colour"}
+
+
 class Params(Section):
     base: BaseConfig = BaseConfig()
     prepare: PrepareConfig = PrepareConfig()
     add_noise: AddNoiseConfig = AddNoiseConfig()
     train_cae: TrainConfig = TrainConfig()
     train_unet: TrainConfig = TrainConfig()
+    train_unet_rgb: TrainConfig = TrainConfig()
     tune_unet: TuneConfig = TuneConfig()
+    classical: ClassicalConfig = ClassicalConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     plot: PlotConfig = PlotConfig()
 
@@ -246,7 +296,7 @@ class Params(Section):
         """Checks that need more than one section."""
         patch = self.prepare.patch_size
         exceeds = f"must not exceed prepare.patch_size = {patch}"
-        for section in ("train_cae", "train_unet"):
+        for section in TRAIN_SECTIONS:
             train = getattr(self, section)
             if (train.crop_size or patch) > patch:
                 _refuse(f"{section}.crop_size", exceeds, train.crop_size)

@@ -78,12 +78,22 @@ def source_paths(config: PrepareConfig) -> dict[str, Path]:
     return names
 
 
-def load_sources(config: PrepareConfig, channels: int) -> SourceImages:
+def is_colour(raw: np.ndarray) -> bool:
+    """Whether decoded pixels (HW or HWC, any alpha last) hold colour: three colour channels
+    that are not all equal. A gray photograph saved as RGB is not colour."""
+    if raw.ndim != 3 or raw.shape[-1] < 3:
+        return False
+    red, green, blue = raw[..., 0], raw[..., 1], raw[..., 2]
+    return not (np.array_equal(red, green) and np.array_equal(green, blue))
+
+
+def load_sources(config: PrepareConfig, channels: int, colour_only: bool = False) -> SourceImages:
     """Reads every source image as float32 HWC in [0, 1].
 
     Unreadable files are skipped and listed (``on_bad_image: skip``) or stop the stage
     (``on_bad_image: fail``). Mixed bit depths and modes are fine: every image is converted
-    to float [0, 1] and to ``channels`` per docs/protocol.md.
+    to float [0, 1] and to ``channels`` per docs/protocol.md. With ``colour_only`` the
+    grayscale images are left out (the colour dataset learns from colour photographs only).
     """
     images: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
@@ -97,42 +107,51 @@ def load_sources(config: PrepareConfig, channels: int) -> SourceImages:
             log.warning("skipping %s", error)
             skipped.append({"file": str(path), "reason": str(error)})
             continue
+        if colour_only and not is_colour(raw):
+            continue
         images[name] = files.to_channels(files.to_float(raw), channels)
         hashes[name] = files.sha256_of_file(path)
     return SourceImages(images=images, file_hashes=hashes, skipped=skipped)
 
 
-def split_names(names: list[str], config: PrepareConfig, seed: int) -> dict[str, list[str]]:
+def split_names(
+    names: list[str], config: PrepareConfig, seed: int, colour_only: bool = False
+) -> dict[str, list[str]]:
     """Assigns whole images to train/val/test, deterministically.
 
-    Explicit ``test_images`` / ``val_images`` win; the rest are ordered by a hash of the name
-    and the seed (stable when images are added or removed) and cut by the fractions.
+    Explicit test and validation lists win (``test_images`` / ``val_images``, or the
+    ``colour_`` ones for the colour dataset); the rest are ordered by a hash of the name and the
+    seed (stable when images are added or removed) and cut by the fractions.
     """
+    prefix = "colour_" if colour_only else ""
+    listed = {key: getattr(config, f"{prefix}{key}") for key in ("test_images", "val_images")}
     available = set(names)
-    for key in ("test_images", "val_images"):
-        for name in getattr(config, key):
+    for key, members in listed.items():
+        for name in members:
             if name not in available:
+                kind = "colour " if colour_only else ""
                 raise UserError(
-                    f"params.yaml: prepare.{key} names {name!r}, which is not among the "
-                    f"source images ({', '.join(sorted(available))})"
+                    f"params.yaml: prepare.{prefix}{key} names {name!r}, which is not among the "
+                    f"{kind}source images ({', '.join(sorted(available))})"
                 )
-    test = list(config.test_images)
-    val = [name for name in config.val_images if name not in test]
+    test = list(listed["test_images"])
+    val = [name for name in listed["val_images"] if name not in test]
     rest = sorted(
         (name for name in names if name not in test and name not in val),
         key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(),
     )
-    if not config.test_images:
+    if not listed["test_images"]:
         count = max(1, round(config.test_fraction * len(names)))
         test, rest = rest[:count], rest[count:]
-    if not config.val_images:
+    if not listed["val_images"]:
         count = max(1, round(config.val_fraction * len(names)))
         val, rest = rest[:count], rest[count:]
     splits = {"train": sorted(rest), "val": sorted(val), "test": sorted(test)}
     for split, members in splits.items():
         if not members:
+            kind = "colour image(s)" if colour_only else "image(s)"
             raise UserError(
-                f"too few images for the splits: {len(names)} usable image(s) leave none for "
+                f"too few images for the splits: {len(names)} usable {kind} leave none for "
                 f"{split}; add images or change prepare.test_fraction / prepare.val_fraction"
             )
     return splits
@@ -162,17 +181,18 @@ def sample_patches(
     return stacked.astype(np.float32)
 
 
-def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
-    """Loads, splits and cuts the clean data.
+def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool = False) -> dict:
+    """Loads, splits and cuts the clean data; with ``colour_only``, of the colour images only.
 
     Returns a dict with ``train`` and ``val`` patches (NHWC float32 in [0, 1]), the whole
     ``test`` and ``val_images`` (name -> HWC float32 in [0, 1], the same conversion for both)
     and the ``manifest``.
     """
-    sources = load_sources(config, channels)
+    sources = load_sources(config, channels, colour_only)
     if not sources.images:
-        raise UserError("no readable source images; see the skipped files listed above")
-    splits = split_names(sorted(sources.images), config, seed)
+        kind = "colour" if colour_only else "readable"
+        raise UserError(f"no {kind} source images; see the skipped files listed above")
+    splits = split_names(sorted(sources.images), config, seed, colour_only)
     rng = np.random.default_rng(seed)
     result: dict = {}
     for split, count in (("train", config.max_train_patches), ("val", config.max_val_patches)):
@@ -210,6 +230,7 @@ def prepare(config: PrepareConfig, channels: int, seed: int) -> dict:
     result["manifest"] = {
         "source": config.source if config.source == "builtin" else str(config.folder),
         "channels": channels,
+        "colour_only": colour_only,
         "data_hash": digest.hexdigest()[:16],
         "counts": {
             "images": len(entries),

@@ -3,12 +3,25 @@ denoised images into the PSNR/SSIM figures the reports, MLflow and the registry 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, denoise, files, inference, metrics, model_store, noise
+from denoiselab import (
+    classical,
+    denoise,
+    files,
+    inference,
+    metrics,
+    model_store,
+    noise,
+    registry,
+)
+from denoiselab.config import MODE_CHANNELS
+from denoiselab.errors import UserError
 
 
 def score_denoiser(
@@ -112,3 +125,170 @@ def format_scores(results: dict[str, dict]) -> str:
 
 def _cell(scores: dict) -> str:
     return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset's whole test and validation images (name -> HWC float32 in [0, 1]), clean
+    and at each noise level (keyed by :func:`noise.level_key`), as the add_noise stage drew it."""
+
+    channels: int
+    data_hash: str
+    test: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    noisy_test: dict[str, dict[str, np.ndarray]]
+    noisy_val: dict[str, dict[str, np.ndarray]]
+
+
+def load_dataset(folder: Path, levels: tuple[float, ...]) -> Dataset:
+    """Reads ``folder``/prepared and ``folder``/noisy (the layout dvc.yaml gives each dataset)
+    at ``levels``; a missing level names the file and the stage that writes it."""
+    manifest = files.read_json(folder / "prepared" / "manifest.json")
+    noisy_test, noisy_val = {}, {}
+    for level in levels:
+        level_folder = folder / "noisy" / noise.LEVELS_FOLDER / noise.level_key(level)
+        if not level_folder.is_dir():
+            raise UserError(
+                f"{level_folder}: no noisy images at sigma {noise.level_key(level)}; "
+                f"run `dvc repro` (the add_noise stage writes them)"
+            )
+        noisy_test[noise.level_key(level)] = files.load_arrays(level_folder / "test.npz")
+        noisy_val[noise.level_key(level)] = files.load_arrays(level_folder / "val_images.npz")
+    return Dataset(
+        channels=int(manifest["channels"]),
+        data_hash=manifest["data_hash"],
+        test=files.load_arrays(folder / "prepared" / "test.npz"),
+        val=files.load_arrays(folder / "prepared" / "val_images.npz"),
+        noisy_test=noisy_test,
+        noisy_val=noisy_val,
+    )
+
+
+def score_levels(
+    denoise_image: Callable[[np.ndarray], np.ndarray],
+    dataset: Dataset,
+    val_levels: tuple[float, ...],
+) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float]:
+    """Scores one denoiser at every noise level of ``dataset``.
+
+    Returns the test scores per level (as :func:`score_denoiser` gives them), the denoised
+    test images per level, and the mean PSNR on the whole validation images over
+    ``val_levels``: the one number models are chosen by, so that the champion is the best
+    across the levels users meet, never judged on the test split.
+    """
+    scores, outputs = {}, {}
+    for level in dataset.noisy_test:
+        scores[level], outputs[level] = score_denoiser(
+            denoise_image, dataset.test, dataset.noisy_test[level]
+        )
+    val_psnr = [
+        score_denoiser(denoise_image, dataset.val, dataset.noisy_val[noise.level_key(level)])[0]
+        for level in val_levels
+    ]
+    return scores, outputs, float(np.mean([row["psnr"] for row in val_psnr]))
+
+
+def levels_tag(levels: tuple[float, ...]) -> str:
+    """The validation levels a score was taken over, as the registry's tags record them."""
+    return ",".join(noise.level_key(level) for level in sorted(levels))
+
+
+@dataclasses.dataclass(frozen=True)
+class Champion:
+    """The model `denoiselab denoise` uses for one mode: one of this run's models (``source``
+    None) or a registered version from an earlier run, loaded from ``source``."""
+
+    label: str
+    source: model_store.ModelSource | None = None
+
+
+def champions(root: Path, infos: dict[str, dict]) -> dict[str, Champion]:
+    """Each mode's champion as ``denoiselab denoise`` resolves it: the registry's alias, else
+    the fallback folder. ``infos`` maps this run's model names to their config.json."""
+    aliases = registry.registered_aliases()
+    by_run = {info.get("mlflow_run_id"): name for name, info in infos.items()}
+    found = {}
+    for mode, channels in MODE_CHANNELS.items():
+        alias = registry.champion_alias(channels)
+        if alias not in aliases:
+            found[mode] = Champion(model_store.CHAMPION_FALLBACKS[alias])
+        elif aliases[alias] in by_run:
+            found[mode] = Champion(by_run[aliases[alias]])
+        else:
+            source = model_store.locate_model(alias, root, aliases)
+            found[mode] = Champion(f"{alias} (run {aliases[alias][:8]})", source)
+    return found
+
+
+def _row(scores: dict) -> dict:
+    return {"psnr": round(scores["psnr"], 4), "ssim": round(scores["ssim"], 4)}
+
+
+def reports(
+    scores: dict[str, dict[str, dict]],
+    baselines: dict[str, dict],
+    champions_by_mode: dict[str, Champion],
+    val_psnr: dict[str, float],
+    sweeps: dict[str, tuple[float, ...]],
+    table_level: str,
+) -> tuple[dict, dict]:
+    """reports/metrics.json and reports/per_image.json from every method's scores.
+
+    ``scores`` maps each model (and ``noisy/<mode>``) to its scores per level; ``baselines``
+    are the classical stage's reports per mode. The metrics hold the seed's grayscale table at
+    ``table_level`` at the top level and, under ``sweep``, every method per mode and level,
+    with ``champion`` the model ``denoiselab denoise`` uses for that mode.
+    """
+    gray = baselines["gray"]["levels"][table_level]
+    table_scores = {"noisy": scores["noisy/gray"][table_level]}
+    table_scores.update({name: scores[name][table_level] for name in model_store.GRAY_MODELS})
+    table_scores.update(gray)
+    metrics = {name: summary_row(row) for name, row in table_scores.items()}
+    per_image = {
+        "per_image": {name: row["per_image"] for name, row in table_scores.items()},
+        "classical_params": {
+            method: {"params": row["params"], "val_psnr": row["val_psnr"]}
+            for method, row in gray.items()
+        },
+        "sweep": {},
+    }
+    sweep: dict = {}
+    for mode, levels in sweeps.items():
+        sweep[mode], per_image["sweep"][mode] = {}, {}
+        models = [
+            name for name, model_mode in model_store.MODEL_MODES.items() if model_mode == mode
+        ]
+        for level in map(noise.level_key, levels):
+            rows = {
+                "champion": scores[champions_by_mode[mode].label][level],
+                "noisy": scores[f"noisy/{mode}"][level],
+                **{name: scores[name][level] for name in models},
+                **baselines[mode]["levels"][level],
+            }
+            sweep[mode][level] = {name: _row(row) for name, row in rows.items()}
+            per_image["sweep"][mode][level] = {
+                name: row["per_image"] for name, row in rows.items()
+            }
+    sweep["champions"] = {mode: champion.label for mode, champion in champions_by_mode.items()}
+    sweep["validation"] = {name: round(value, 4) for name, value in val_psnr.items()}
+    metrics["sweep"] = sweep
+    return metrics, per_image
+
+
+def format_sweep(sweep: dict) -> str:
+    """A text table of the sweep: PSNR / SSIM of the champion, BM3D and the noisy input per
+    mode and level, and the champion's margin over BM3D."""
+    lines = ["mode    sigma  champion          BM3D              noisy             margin"]
+    for mode in MODE_CHANNELS:
+        for level, rows in sweep.get(mode, {}).items():
+            cells = [_cell(rows[name]) if name in rows else "-" for name in ("champion", "bm3d")]
+            margin = (
+                f"{rows['champion']['psnr'] - rows['bm3d']['psnr']:+.2f} dB"
+                if "bm3d" in rows
+                else "-"
+            )
+            lines.append(
+                f"{mode:<7} {level:<6} {cells[0]:<17} {cells[1]:<17} "
+                f"{_cell(rows['noisy']):<17} {margin}"
+            )
+    return "\n".join(lines)

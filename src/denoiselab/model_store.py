@@ -13,10 +13,21 @@ from typing import Any
 from denoiselab import files, onnx_export, registry
 from denoiselab.errors import UserError
 
-# The models `dvc repro` trains, each in models/<name> and registered under its name.
-TRAINED_MODELS = ("cae", "unet", "unet_tuned")
+# The models `dvc repro` trains, each in models/<name> and registered under its name, and the
+# dataset each trains on: gray (1 channel) or colour (3 channels).
+MODEL_MODES = {"cae": "gray", "unet": "gray", "unet_tuned": "gray", "unet_rgb": "colour"}
+TRAINED_MODELS = tuple(MODEL_MODES)
+GRAY_MODELS = tuple(name for name, mode in MODEL_MODES.items() if mode == "gray")
 DEFAULT_MODEL = registry.CHAMPION
-FALLBACK_MODEL = "unet_tuned"
+# The folder `dvc repro` wrote that stands in for each champion alias while the registry has
+# none, and the words a user reads about it.
+CHAMPION_FALLBACKS = {registry.CHAMPION: "unet_tuned", registry.CHAMPION_RGB: "unet_rgb"}
+FALLBACK_DESCRIPTIONS = {
+    registry.CHAMPION: "the tuned U-Net",
+    registry.CHAMPION_RGB: "the colour U-Net",
+}
+FALLBACK_MODEL = CHAMPION_FALLBACKS[registry.CHAMPION]
+FALLBACK_RGB_MODEL = CHAMPION_FALLBACKS[registry.CHAMPION_RGB]
 ALIASES = (*registry.CHAMPIONS.values(), *TRAINED_MODELS)
 MODELS_FOLDER = "models"
 # The name models.py writes; repeated here because importing models.py imports Keras.
@@ -59,9 +70,10 @@ def _local_folder_for_run(root: Path, run_id: str) -> Path | None:
 
 
 def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
-    """Resolves ``--model``: champion/champion_rgb/cae/unet/unet_tuned (registry alias, else
-    the model folder ``dvc repro`` wrote under ``root``), an MLflow model URI, or a path to a
-    saved model. ``aliases`` maps registry aliases to the run ids of their versions."""
+    """Resolves ``--model``: champion/champion_rgb/cae/unet/unet_tuned/unet_rgb (registry alias,
+    else the model folder ``dvc repro`` wrote under ``root``: models/unet_tuned for champion,
+    models/unet_rgb for champion_rgb), an MLflow model URI, or a path to a saved model.
+    ``aliases`` maps registry aliases to the run ids of their versions."""
     if spec in ALIASES:
         if spec in aliases:
             # The very model the registry points at, from the workspace when it is there: the
@@ -70,23 +82,17 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
             if local is not None:
                 return ModelSource(str(local), is_mlflow=False)
             return ModelSource(f"models:/{registry.REGISTERED_MODEL}@{spec}", is_mlflow=True)
-        fallback = FALLBACK_MODEL if spec == DEFAULT_MODEL else spec
-        folder = root / MODELS_FOLDER / fallback
-        if spec not in TRAINED_MODELS and spec != DEFAULT_MODEL:
-            raise UserError(
-                f"no {spec!r} model: the MLflow registry has no alias {spec!r}; run `dvc repro` "
-                f"with base.channels: 3, or pass --model PATH"
-            )
+        folder = _fallback_folder(spec, root)
         if not (folder / CONFIG_FILE).is_file():
             raise UserError(
                 f"no {spec!r} model: the MLflow registry has no alias {spec!r} and {folder} "
                 f"does not exist; run `dvc repro` or pass --model PATH"
             )
         note = None
-        if spec == DEFAULT_MODEL:
+        if spec in CHAMPION_FALLBACKS:
             note = (
-                f"no champion in the MLflow model registry yet; "
-                f"using the tuned U-Net from `dvc repro` ({folder})"
+                f"no {spec} in the MLflow model registry yet; "
+                f"using {FALLBACK_DESCRIPTIONS[spec]} from `dvc repro` ({folder})"
             )
         return ModelSource(str(folder), is_mlflow=False, note=note)
     if _URI_SCHEME.match(spec):
@@ -97,9 +103,20 @@ def locate_model(spec: str, root: Path, aliases: dict[str, str]) -> ModelSource:
     if path.exists():
         return ModelSource(str(path), is_mlflow=False)
     raise UserError(
-        f"--model {spec!r}: not champion, cae, unet, unet_tuned, an existing model path or an "
+        f"--model {spec!r}: not {', '.join(ALIASES)}, an existing model path or an "
         f"MLflow model URI (models:/NAME@ALIAS, runs:/RUN_ID/PATH)"
     )
+
+
+def _fallback_folder(spec: str, root: Path) -> Path:
+    """The model folder `dvc repro` writes for an alias name in ``ALIASES``."""
+    return root / MODELS_FOLDER / CHAMPION_FALLBACKS.get(spec, spec)
+
+
+def has_model(spec: str, root: Path, aliases: dict[str, str]) -> bool:
+    """Whether :func:`locate_model` finds an alias name in ``ALIASES``: the registry has the
+    alias, or the model folder that stands in for it exists."""
+    return spec in aliases or (_fallback_folder(spec, root) / CONFIG_FILE).is_file()
 
 
 def runs_without_keras(source: ModelSource) -> bool:
@@ -184,17 +201,15 @@ def _pyfunc_folder(path: Path) -> Path | None:
 
 
 def default_evaluation_models(root: Path, aliases: dict[str, str]) -> list[str]:
-    """The champion when the registry has one, else each of cae/unet/unet_tuned that exists."""
+    """The champion, and the colour champion too, when the registry has them; else each of
+    the models `dvc repro` trains (cae, unet, unet_tuned, unet_rgb) that exists."""
     if DEFAULT_MODEL in aliases:
-        return [DEFAULT_MODEL]
-    found = [
-        name
-        for name in TRAINED_MODELS
-        if name in aliases or (root / MODELS_FOLDER / name / CONFIG_FILE).is_file()
-    ]
+        return [alias for alias in registry.CHAMPIONS.values() if alias in aliases]
+    found = [name for name in TRAINED_MODELS if has_model(name, root, aliases)]
     if not found:
         raise UserError(
             "no models to evaluate: no champion in the MLflow registry and no folder "
-            f"{root / MODELS_FOLDER}/{{cae,unet,unet_tuned}}; run `dvc repro` or pass --models"
+            f"{root / MODELS_FOLDER}/{{{','.join(TRAINED_MODELS)}}}; run `dvc repro` or pass "
+            "--models"
         )
     return found

@@ -8,6 +8,10 @@ import numpy as np
 
 from denoiselab.errors import UserError
 
+# Under add_noise's output: one folder per noise level (see level_key) with the whole test and
+# validation images at that level.
+LEVELS_FOLDER = "levels"
+
 
 def add_gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Returns ``clip(images + N(0, sigma), 0, 1)`` as float32.
@@ -41,3 +45,8 @@ def noisy_images(images: dict[str, np.ndarray], sigma: float, seed: int) -> dict
         name: add_gaussian_noise(image, sigma, image_rng(name, sigma, seed))
         for name, image in images.items()
     }
+
+
+def level_key(sigma: float) -> str:
+    """How a noise level names its folder and its entry in the reports: ``0.05``, ``0.1``."""
+    return f"{sigma:g}"

@@ -16,13 +16,30 @@ LABELS = {
     "cae": "CAE",
     "unet": "U-Net",
     "unet_tuned": "tuned U-Net",
+    "unet_rgb": "colour U-Net",
     "tv": "TV",
     "wavelet": "wavelet",
     "nl_means": "NL-means",
     "bm3d": "BM3D",
     "clean": "clean",
+    "champion": "champion",
 }
 COLOURS = {"cae": "tab:orange", "unet": "tab:blue", "unet_tuned": "tab:green"}
+# Line colours for the noise sweep, where the classical methods need telling apart too; the
+# bar chart keeps them gray so that the learned models stand out.
+SWEEP_COLOURS = {
+    **COLOURS,
+    "unet_rgb": "tab:purple",
+    "tv": "tab:brown",
+    "wavelet": "tab:pink",
+    "nl_means": "tab:olive",
+    "bm3d": "tab:cyan",
+    "noisy": "tab:gray",
+    "champion": "black",
+}
+SWEEP_MODES = ("gray", "colour")
+# The sweep's key naming the trained model each mode's champion row is; not a noise level.
+CHAMPIONS_KEY = "champions"
 
 
 def loss_comparison(histories: dict[str, list[dict]], dpi: int):
@@ -59,7 +76,14 @@ def loss_comparison(histories: dict[str, list[dict]], dpi: int):
 
 
 def ssim_comparison(summary: dict[str, dict], dpi: int):
-    """Test SSIM (and PSNR) per method, learned models beside the classical baselines."""
+    """Test SSIM (and PSNR) per method, learned models beside the classical baselines.
+
+    ``summary`` is the evaluate stage's metrics.json; entries that are not a method's scores
+    (the noise sweep under ``"sweep"``) are skipped.
+    """
+    summary = {
+        name: row for name, row in summary.items() if isinstance(row, dict) and "ssim" in row
+    }
     names = sorted(summary, key=lambda name: summary[name]["ssim"])
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for axis, key, unit in ((axes[0], "ssim", ""), (axes[1], "psnr", " (dB)")):
@@ -109,6 +133,71 @@ def sample_comparison(
                     f"{metrics.ssim(clean[image_name], image):.3f}"
                 )
             axis.set_title(title, fontsize=8)
+    figure.tight_layout()
+    figure.set_dpi(dpi)
+    return figure
+
+
+def _sweep_label(method: str, mode: str, champions: dict[str, str]) -> str:
+    """The legend label of a sweep line: the champion names the model it is, and BM3D on
+    colour images is CBM3D."""
+    if method == "champion":
+        model = champions.get(mode)
+        return f"champion ({LABELS.get(model, model)})" if model else LABELS["champion"]
+    if method == "bm3d" and mode == "colour":
+        return "CBM3D"
+    return LABELS.get(method, method)
+
+
+def _sweep_order(methods: set[str]) -> list[str]:
+    """The order of the legend: the champion, the noisy input, then the rest as in LABELS."""
+    known = [name for name in ("champion", "noisy", *LABELS) if name in methods]
+    return list(dict.fromkeys([*known, *sorted(methods)]))
+
+
+def psnr_vs_sigma(sweep: dict, dpi: int):
+    """Test PSNR (dB) against the noise sigma for each method, gray and colour side by side.
+
+    ``sweep`` is metrics.json's ``"sweep"``: ``{mode: {sigma: {method: {"psnr": ...}}}}``
+    with sigma keys such as ``"0.05"`` (on images in [0, 1]) and an optional ``"champions"``
+    entry naming the trained model behind each mode's champion row. A method missing at some
+    level is drawn through the levels it has; a mode missing from the sweep gets an empty
+    panel that says so.
+    """
+    champions = sweep.get(CHAMPIONS_KEY) or {}
+    figure, axes = plt.subplots(1, len(SWEEP_MODES), figsize=(12, 4.5))
+    for axis, mode in zip(axes, SWEEP_MODES, strict=True):
+        levels = sorted(sweep.get(mode) or {}, key=float)
+        axis.set_title(f"{mode} test images: PSNR against noise level")
+        if not levels:
+            axis.text(
+                0.5, 0.5, f"no {mode} sweep", ha="center", va="center", transform=axis.transAxes
+            )
+            axis.set_xticks([])
+            axis.set_yticks([])
+            continue
+        methods = {method for level in levels for method in sweep[mode][level]}
+        for method in _sweep_order(methods):
+            points = [
+                (float(level), sweep[mode][level][method]["psnr"])
+                for level in levels
+                if method in sweep[mode][level]
+            ]
+            sigmas, psnrs = zip(*points, strict=True)
+            style = {"color": SWEEP_COLOURS.get(method), "marker": "o", "markersize": 4}
+            if method == "champion":
+                # It repeats one trained model's line; the higher zorder keeps it on top.
+                style.update(linewidth=3, markersize=8, zorder=5)
+            elif method == "noisy":
+                style.update(linestyle="--")
+            axis.plot(sigmas, psnrs, label=_sweep_label(method, mode, champions), **style)
+        axis.set_xlabel("noise sigma (images in [0, 1])")
+        axis.set_ylabel("mean test PSNR (dB)")
+        axis.set_xticks([float(level) for level in levels])
+        top = axis.secondary_xaxis("top", functions=(lambda s: s * 255, lambda v: v / 255))
+        top.set_xlabel("noise sigma (0-255 units)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.set_dpi(dpi)
     return figure

@@ -3,8 +3,9 @@
 Every call into MLflow's registry goes through this module. The champion is chosen on the
 validation images, never on the test split: each channel count has its own alias
 (``champion`` for grayscale, ``champion_rgb`` for colour), pointing at the version with the
-best ``val_psnr`` among the versions of its kind, that is the same channels and the same
-prepared data (``data_hash``). Test scores are tags to read, never used to choose.
+best ``val_psnr`` among the versions of its kind, that is the same channels, the same prepared
+data (``data_hash``) and the same validation noise levels (``val_levels``: the score is the
+mean PSNR over them). Test scores are tags to read, never used to choose.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def champion_alias(channels: int) -> str:
 class Candidate:
     """One trained model to register: its run, its logged model and its scores.
 
-    ``val_psnr`` is the mean PSNR on the whole validation images, the one number the champion
-    is chosen by; ``test_scores`` (mean psnr and ssim on the test images) are only reported.
+    ``val_psnr`` is the mean PSNR on the whole validation images over the noise levels
+    ``val_levels`` (e.g. ``0.05,0.1,0.15,0.2``), the one number the champion is chosen by;
+    ``test_scores`` (mean psnr and ssim on the test images) are only reported.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Candidate:
     test_scores: dict
     data_hash: str
     channels: int
+    val_levels: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +87,8 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
     never does. When the current champion is of another kind (its data hash differs: the
     prepared data changed), the two scores come from different validation images and cannot
     be compared; the current data defines the task, so the alias goes to the best version
-    of the new kind.
+    of the new kind. The same holds for versions scored over other validation levels (a
+    model chosen at sigma 0.1 alone is not comparable with one chosen across the sweep).
     """
     import mlflow
 
@@ -113,18 +117,22 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
             "ssim": f"{candidate.test_scores['ssim']:.4f}",
             "data_hash": candidate.data_hash,
             "channels": str(candidate.channels),
+            "val_levels": candidate.val_levels,
         }
         for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
         client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
-    kinds = dict.fromkeys((candidate.channels, candidate.data_hash) for candidate in candidates)
-    crownings = [_crown(client, channels, data_hash) for channels, data_hash in kinds]
+    kinds = dict.fromkeys(
+        (candidate.channels, candidate.data_hash, candidate.val_levels) for candidate in candidates
+    )
+    crownings = [_crown(client, *kind) for kind in kinds]
     write_alias_cache()
     return crownings
 
 
-def _crown(client, channels: int, data_hash: str) -> Crowning:
-    """Settles the champion alias of ``channels`` among the versions on ``data_hash``."""
+def _crown(client, channels: int, data_hash: str, val_levels: str) -> Crowning:
+    """Settles the champion alias of ``channels`` among the versions on ``data_hash`` scored
+    over ``val_levels``."""
     alias = champion_alias(channels)
     versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
     kind = [
@@ -132,6 +140,7 @@ def _crown(client, channels: int, data_hash: str) -> Crowning:
         for version in versions
         if version.tags.get("channels") == str(channels)
         and version.tags.get("data_hash") == data_hash
+        and version.tags.get("val_levels") == val_levels
         and "val_psnr" in version.tags
     ]
     best = max(kind, key=lambda version: (float(version.tags["val_psnr"]), int(version.version)))
@@ -144,7 +153,10 @@ def _crown(client, channels: int, data_hash: str) -> Crowning:
             return _crowning(alias, current, False, "no version beats it on validation")
         reason = f"beats version {current.version} on validation"
     elif current is not None:
-        reason = f"version {current.version} was trained on other data or lacks val_psnr"
+        reason = (
+            f"version {current.version} was trained on other data or scored at other "
+            f"validation levels"
+        )
     else:
         reason = "first champion of its kind"
     client.set_registered_model_alias(REGISTERED_MODEL, alias, best.version)

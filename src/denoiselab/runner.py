@@ -19,6 +19,8 @@ CHECKPOINT_ROOT = Path("checkpoints")
 
 
 def load_training_data(prepared: Path, noisy: Path) -> dict:
+    """The training and validation patches of one dataset (gray or colour) and its manifest,
+    whose ``channels`` the models trained on it take."""
     manifest = files.read_json(prepared / "manifest.json")
     clean_train = files.load_arrays(prepared / "train.npz")["patches"]
     clean_val = files.load_arrays(prepared / "val.npz")["patches"]
@@ -28,7 +30,8 @@ def load_training_data(prepared: Path, noisy: Path) -> dict:
         "manifest": manifest,
         "clean_train": clean_train,
         "noisy_train": noisy_train,
-        "validation": (noisy_val, clean_val),
+        "clean_val": clean_val,
+        "noisy_val": noisy_val,
     }
 
 
@@ -60,7 +63,9 @@ def _train(
     rows = training.fit(
         model,
         dataset,
-        data["validation"],
+        training.validation_data(
+            data["clean_val"], data["noisy_val"], config.noise_sigma_range, base.seed
+        ),
         config,
         backup_dir=backup,
         callbacks=callbacks,
@@ -102,7 +107,7 @@ def train_tracked(
     import keras
 
     keras.utils.set_random_seed(base.seed)
-    channels = base.channels
+    channels = data["manifest"]["channels"]
     model_config = config.architecture(channels)
     resolved = precision.resolve(config.precision)
     print(f"{name}: precision {config.precision} -> {resolved.precision} ({resolved.reason})")

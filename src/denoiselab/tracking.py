@@ -266,12 +266,18 @@ def download_run_artifact(run_id: str, artifact_path: str) -> Path | None:
         return None
 
 
-def log_scores(run_id: str, scores: dict, val_psnr: float | None = None) -> None:
+def log_scores(
+    run_id: str,
+    scores: dict,
+    val_psnr: float | None = None,
+    sweep: dict[str, dict] | None = None,
+) -> None:
     """Final test PSNR/SSIM (and per image) on a model's own run, beside its training curves.
 
     The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
     run is already the per-epoch curve on validation patches, and one more point would join
-    that curve.
+    that curve. ``sweep`` (noise level key -> scores) adds ``sweep_psnr_<level>`` and
+    ``sweep_ssim_<level>``, one pair per level, so runs compare level by level in the UI.
     """
     import mlflow
 
@@ -283,6 +289,9 @@ def log_scores(run_id: str, scores: dict, val_psnr: float | None = None) -> None
         metrics[f"ssim_{image}"] = values["ssim"]
     if val_psnr is not None:
         metrics["val_image_psnr"] = val_psnr
+    for level, level_scores in (sweep or {}).items():
+        metrics[f"sweep_psnr_{level}"] = level_scores["psnr"]
+        metrics[f"sweep_ssim_{level}"] = level_scores["ssim"]
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from denoiselab import files, models
+from denoiselab import files, models, noise
 from denoiselab.config import TrainConfig
 from denoiselab.errors import NonFiniteLossError, UserError
 
@@ -71,6 +71,33 @@ def draw_order(count: int, draws: int, seed: int) -> np.ndarray:
     )[:draws]
 
 
+def validation_levels(noise_range: tuple[float, float]) -> tuple[float, ...]:
+    """The noise levels a blind model is validated at: the quarter points of its range above
+    the low end (0.05, 0.1, 0.15, 0.2 for [0, 0.2])."""
+    low, high = noise_range
+    return tuple(round(low + (high - low) * step / 4, 6) for step in range(1, 5))
+
+
+def validation_data(
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    noise_range: tuple[float, float] | None,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (noisy, clean) validation patches (NHWC in [0, 1]) of a model trained with
+    ``noise_range``: add_noise's fixed noisy patches for a model trained at one level (None);
+    for a blind model, the clean patches at each of its :func:`validation_levels` (seeded), so
+    that its validation PSNR is the mean over them."""
+    if noise_range is None:
+        return noisy, clean
+    levels = validation_levels(noise_range)
+    noisy_levels = [
+        noise.add_gaussian_noise(clean, level, np.random.default_rng([seed, round(level * 1e6)]))
+        for level in levels
+    ]
+    return np.concatenate(noisy_levels), np.concatenate([clean] * len(levels))
+
+
 def make_train_dataset(
     clean: np.ndarray,
     noisy: np.ndarray | None,
@@ -81,8 +108,10 @@ def make_train_dataset(
     """Endless, shuffled (noisy, clean) batches of NHWC float32 patches.
 
     With ``fresh_noise`` each drawn patch gets new clipped Gaussian noise (a fresh draw every
-    epoch, reproducible from ``seed``); otherwise the fixed noisy patches from add_noise are
-    used. Crops and flips/rotations are applied identically to both halves of a pair.
+    epoch, reproducible from ``seed``) of std ``sigma``, or, with ``noise_sigma_range``, of a
+    std drawn per patch uniformly from that range (blind training: one model for every level);
+    otherwise the fixed noisy patches from add_noise are used. Crops and flips/rotations are
+    applied identically to both halves of a pair.
 
     The order is drawn up front and every random op is stateless, so the stream is a pure
     function of ``seed``: the same under any tf.distribute strategy, which rewrites the
@@ -107,8 +136,14 @@ def make_train_dataset(
             tf.gather(patches, patch_index), pair_seed, config.crop_size, config.augment
         )
         if config.fresh_noise:
-            noise = tf.random.stateless_normal(tf.shape(patch), seed=pair_seed + 3, stddev=sigma)
-            return tf.clip_by_value(patch + noise, 0.0, 1.0), patch
+            stddev = sigma
+            if config.noise_sigma_range is not None:
+                low, high = config.noise_sigma_range
+                stddev = tf.random.stateless_uniform(
+                    [], seed=pair_seed + 4, minval=low, maxval=high
+                )
+            field = tf.random.stateless_normal(tf.shape(patch), seed=pair_seed + 3) * stddev
+            return tf.clip_by_value(patch + field, 0.0, 1.0), patch
         return patch[..., :channels], patch[..., channels:]
 
     dataset = dataset.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -65,6 +65,7 @@ def sampled_config(params: dict, tune: TuneConfig, epochs: int, steps: int) -> T
         steps_per_epoch=steps,
         crop_size=tune.crop_size,
         fresh_noise=True,
+        noise_sigma_range=tune.noise_sigma_range,
         augment=True,
         jit_compile=tune.jit_compile,
         precision=tune.precision,
@@ -161,8 +162,12 @@ def run_trials(
     weights go to ``folder`` and to its MLflow run, for the final run's warm start.
     """
     patch_size = data["clean_train"].shape[1]
+    channels = data["manifest"]["channels"]
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ran: list[int] = []
+    validation = training.validation_data(
+        data["clean_val"], data["noisy_val"], tune.noise_sigma_range, base.seed
+    )
 
     def objective(trial: optuna.Trial) -> float:
         ran.append(trial.number)
@@ -170,7 +175,7 @@ def run_trials(
         config = budgeted_config(
             suggest(trial, tune),
             tune,
-            base.channels,
+            channels,
             patch_size,
             tune.trial_epochs,
             tune.trial_budget_tflop,
@@ -193,7 +198,7 @@ def run_trials(
                 }
             )
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            model = models.build_model(config.architecture(base.channels))
+            model = models.build_model(config.architecture(channels))
             dataset = training.make_train_dataset(
                 data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
             )
@@ -201,7 +206,7 @@ def run_trials(
                 rows = training.fit(
                     model,
                     dataset,
-                    data["validation"],
+                    validation,
                     config,
                     callbacks=[tracking.epoch_logger(), PruneOnValidationPsnr(trial)],
                     verbose=0,
