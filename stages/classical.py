@@ -5,7 +5,7 @@ images at that level, then scored on the whole test images at that level."""
 import argparse
 from pathlib import Path
 
-from denoiselab import classical, evaluation, files, noise
+from denoiselab import classical, files, noise
 from denoiselab.config import load_params
 from denoiselab.errors import stage_main
 
@@ -40,7 +40,6 @@ def main() -> None:
             noisy_val=files.load_arrays(folder / "val_images.npz"),
             clean_test=clean_test,
             noisy_test=files.load_arrays(folder / "test.npz"),
-            score_denoiser=evaluation.score_denoiser,
         )
     files.write_json(args.out, report)
     print(f"{args.mode}: wrote {args.out}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, evaluation, files, model_store, models, noise, training
+from denoiselab import classical, evaluation, files, metrics, model_store, models, noise, training
 from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
 
 
@@ -256,14 +256,14 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "methods": {},
     }
-    scores, _ = evaluation.score_denoiser(lambda image: image, clean, noisy)
+    scores, _ = metrics.score_denoiser(lambda image: image, clean, noisy)
     report["methods"]["noisy"] = evaluation.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
     configs = {}
     for name in model_store.GRAY_MODELS:
         info = files.read_json(args.models / name / "config.json")
         denoiser = model_store.load_folder(args.models / name)
-        scores, _ = evaluation.score_denoiser(evaluation.model_denoiser(denoiser), clean, noisy)
+        scores, _ = metrics.score_denoiser(evaluation.model_denoiser(denoiser), clean, noisy)
         report["methods"][name] = evaluation.summary_row(scores)
         configs[name] = sections.get(name) or TrainConfig(**info["train_config"])
         print(name, report["methods"][name], flush=True)
@@ -284,7 +284,7 @@ def main() -> None:
             settings = chosen[method]["params"]
         else:
             settings = classical.param_grid(method, params.classical, sigma)[0]
-        scores, _ = evaluation.score_denoiser(
+        scores, _ = metrics.score_denoiser(
             evaluation.classical_denoiser(method, sigma, settings), clean, noisy
         )
         report["methods"][method] = {**evaluation.summary_row(scores), "params": settings}

@@ -86,12 +86,6 @@ DENOISERS: dict[str, Callable[..., np.ndarray]] = {
     "bm3d": bm3d,
 }
 
-# evaluation.score_denoiser, which the callers pass in (evaluation imports this module): a
-# function of one HWC image, the clean and the noisy images by name -> (scores, denoised).
-ScoreDenoiser = Callable[
-    [Callable[[np.ndarray], np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]],
-    tuple[dict, dict[str, np.ndarray]],
-]
 Images = Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray
 
 
@@ -173,7 +167,6 @@ def score_level(
     noisy_val: dict[str, np.ndarray],
     clean_test: dict[str, np.ndarray],
     noisy_test: dict[str, np.ndarray],
-    score_denoiser: ScoreDenoiser,
 ) -> dict[str, dict]:
     """Each method of the classical section at one noise level, per docs/protocol.md.
 
@@ -189,7 +182,7 @@ def score_level(
         grid = param_grid(method, config, sigma)
         chosen, val_psnr = select_params(method, grid, clean_val, noisy_val, sigma)
         denoise_image = functools.partial(DENOISERS[method], sigma=sigma, **chosen)
-        scores, _ = score_denoiser(denoise_image, clean_test, noisy_test)
+        scores, _ = metrics.score_denoiser(denoise_image, clean_test, noisy_test)
         rows[method] = {
             "psnr": _rounded(scores["psnr"]),
             "ssim": _rounded(scores["ssim"]),

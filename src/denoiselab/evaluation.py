@@ -4,7 +4,6 @@ denoised images into the PSNR/SSIM figures the reports, MLflow and the registry 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,28 +21,6 @@ from denoiselab import (
 )
 from denoiselab.config import MODE_CHANNELS
 from denoiselab.errors import UserError
-
-
-def score_denoiser(
-    denoise_image: Callable[[np.ndarray], np.ndarray],
-    clean: dict[str, np.ndarray],
-    noisy: dict[str, np.ndarray],
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """Denoises each noisy image (HWC float32 in [0, 1]), scores it against the clean one and
-    times it.
-
-    Returns the scores (mean and per image PSNR/SSIM plus seconds per megapixel) and the
-    denoised images, clipped to [0, 1].
-    """
-    denoised, seconds, pixels = {}, 0.0, 0
-    for name in sorted(clean):
-        started = time.perf_counter()
-        denoised[name] = np.clip(denoise_image(noisy[name]), 0.0, 1.0).astype(np.float32)
-        seconds += time.perf_counter() - started
-        pixels += noisy[name].shape[0] * noisy[name].shape[1]
-    scores = metrics.score_images(clean, denoised)
-    scores["seconds_per_megapixel"] = seconds / (pixels / 1e6)
-    return scores, denoised
 
 
 def model_denoiser(
@@ -95,15 +72,15 @@ def score_models(
         converted = {name: files.to_channels(image, channels) for name, image in clean.items()}
         noisy = noise.noisy_images(converted, sigma, seed)
         label = "noisy" if len(channel_counts) == 1 else f"noisy ({channels} channels)"
-        results[label], _ = score_denoiser(lambda image: image, converted, noisy)
+        results[label], _ = metrics.score_denoiser(lambda image: image, converted, noisy)
         for name, denoiser in denoisers.items():
             if denoiser.channels == channels:
                 run = model_denoiser(denoiser, tile_size)
-                results[name], _ = score_denoiser(run, converted, noisy)
+                results[name], _ = metrics.score_denoiser(run, converted, noisy)
         for method in classical_methods:
             run = classical_denoiser(method, sigma, classical.settings_for(method, sigma))
             suffix = "" if len(channel_counts) == 1 else f" ({channels} channels)"
-            results[f"{method}{suffix}"], _ = score_denoiser(run, converted, noisy)
+            results[f"{method}{suffix}"], _ = metrics.score_denoiser(run, converted, noisy)
     return results
 
 
@@ -171,21 +148,23 @@ def score_levels(
 ) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float]:
     """Scores one denoiser at every noise level of ``dataset``.
 
-    Returns the test scores per level (as :func:`score_denoiser` gives them), the denoised
+    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them), the denoised
     test images per level, and the mean PSNR on the whole validation images over
     ``val_levels``: the one number models are chosen by, so that the champion is the best
     across the levels users meet, never judged on the test split.
     """
     scores, outputs = {}, {}
     for level in dataset.noisy_test:
-        scores[level], outputs[level] = score_denoiser(
+        scores[level], outputs[level] = metrics.score_denoiser(
             denoise_image, dataset.test, dataset.noisy_test[level]
         )
     val_psnr = [
-        score_denoiser(denoise_image, dataset.val, dataset.noisy_val[noise.level_key(level)])[0]
+        metrics.score_denoiser(
+            denoise_image, dataset.val, dataset.noisy_val[noise.level_key(level)]
+        )
         for level in val_levels
     ]
-    return scores, outputs, float(np.mean([row["psnr"] for row in val_psnr]))
+    return scores, outputs, float(np.mean([row["psnr"] for row, _ in val_psnr]))
 
 
 def levels_tag(levels: tuple[float, ...]) -> str:
