@@ -51,25 +51,29 @@ def main() -> None:
         scores[f"noisy/{mode}"], outputs[f"noisy/{mode}"], _ = evaluation.score_levels(
             lambda image: image, dataset, ()
         )
-    for name, mode in model_store.MODEL_MODES.items():
+    # Every model on both kinds of images, as `denoiselab denoise` would run it there: each
+    # competes for both champions on their validation images.
+    for name, own_mode in model_store.MODEL_MODES.items():
         folder = args.models / name
         infos[name] = files.read_json(folder / model_store.CONFIG_FILE)
-        if infos[name].get("data_hash") != datasets[mode].data_hash:
+        if infos[name].get("data_hash") != datasets[own_mode].data_hash:
             raise UserError(
                 f"{folder}: trained on data {infos[name].get('data_hash')}, not on "
-                f"{args.data / mode} ({datasets[mode].data_hash}); run `dvc repro`"
+                f"{args.data / own_mode} ({datasets[own_mode].data_hash}); run `dvc repro`"
             )
         # The same loader and denoising as `denoiselab denoise`, so scores are what users get.
         run = evaluation.model_denoiser(model_store.load_folder(folder))
-        scores[name], outputs[name], val_psnr[name] = evaluation.score_levels(
-            run, datasets[mode], sweeps[mode]
-        )
-        levels = ", ".join(f"{level} {row['psnr']:.2f}" for level, row in scores[name].items())
-        print(
-            f"{name}: validation PSNR {val_psnr[name]:.2f} dB (mean over the sweep); "
-            f"test PSNR by sigma: {levels}",
-            flush=True,
-        )
+        for mode, dataset in datasets.items():
+            key = f"{name}/{mode}"
+            scores[key], outputs[key], val_psnr[key] = evaluation.score_levels(
+                run, dataset, sweeps[mode]
+            )
+            levels = ", ".join(f"{level} {row['psnr']:.2f}" for level, row in scores[key].items())
+            print(
+                f"{name} on {mode} images: validation PSNR {val_psnr[key]:.2f} dB (mean over "
+                f"the sweep); test PSNR by sigma: {levels}",
+                flush=True,
+            )
 
     crownings = []
     if params.evaluate.register_models:
@@ -78,13 +82,15 @@ def main() -> None:
                 name=name,
                 run_id=infos[name]["mlflow_run_id"],
                 model_uri=infos[name]["mlflow_model_uri"],
-                val_psnr=val_psnr[name],
-                test_scores=scores[name][table_level],
-                data_hash=datasets[mode].data_hash,
-                channels=datasets[mode].channels,
+                val_psnr=val_psnr[f"{name}/{mode}"],
+                test_scores=scores[f"{name}/{own_mode}"][table_level],
+                data_hash=dataset.data_hash,
+                channels=datasets[own_mode].channels,
                 val_levels=evaluation.levels_tag(sweeps[mode]),
+                alias=registry.champion_alias(dataset.channels),
             )
-            for name, mode in model_store.MODEL_MODES.items()
+            for name, own_mode in model_store.MODEL_MODES.items()
+            for mode, dataset in datasets.items()
         ]
         crownings = registry.register_and_crown(candidates)
         for crowning in crownings:
@@ -99,7 +105,8 @@ def main() -> None:
     for mode, champion in champions.items():
         if champion.source is not None:
             run = evaluation.model_denoiser(model_store.load_denoiser(champion.source))
-            scores[champion.label], _, val_psnr[champion.label] = evaluation.score_levels(
+            key = f"{champion.label}/{mode}"
+            scores[key], _, val_psnr[key] = evaluation.score_levels(
                 run, datasets[mode], sweeps[mode]
             )
 
@@ -110,14 +117,14 @@ def main() -> None:
     files.write_json(args.per_image, per_image)
     files.save_arrays(args.denoised / "noisy.npz", outputs["noisy/gray"][table_level])
     for name in model_store.GRAY_MODELS:
-        files.save_arrays(args.denoised / f"{name}.npz", outputs[name][table_level])
+        files.save_arrays(args.denoised / f"{name}.npz", outputs[f"{name}/gray"][table_level])
 
-    for name in model_store.TRAINED_MODELS:
+    for name, own_mode in model_store.MODEL_MODES.items():
         tracking.log_scores(
             infos[name]["mlflow_run_id"],
-            scores[name][table_level],
-            val_psnr[name],
-            sweep=scores[name],
+            scores[f"{name}/{own_mode}"][table_level],
+            val_psnr[f"{name}/{own_mode}"],
+            sweep={mode: scores[f"{name}/{mode}"] for mode in datasets},
         )
         tracking.log_artifact(args.metrics, "evaluation", run_id=infos[name]["mlflow_run_id"])
     print(evaluation.format_sweep(metrics["sweep"]))

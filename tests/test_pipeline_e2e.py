@@ -88,12 +88,16 @@ def test_the_sweep_scores_every_method_at_every_level_of_each_mode(smoke_repo):
         # The noisier the input, the lower its PSNR.
         noisy = [sweep[mode][level]["noisy"]["psnr"] for level in keys]
         assert noisy == sorted(noisy, reverse=True)
-    assert {"cae", "unet", "unet_tuned"} <= set(sweep["gray"]["0.1"])
-    assert "unet_rgb" in sweep["colour"]["0.1"] and "cae" not in sweep["colour"]["0.1"]
-    # The champion row is the model `denoiselab denoise` uses for that mode.
-    assert sweep["champions"]["colour"] == "unet_rgb"
-    champion = sweep["champions"]["gray"]
-    assert sweep["gray"]["0.1"]["champion"] == sweep["gray"]["0.1"][champion]
+    # Every model on both kinds of images, as `denoiselab denoise` would run it there.
+    for mode in MODES:
+        assert set(model_store.TRAINED_MODELS) <= set(sweep[mode]["0.1"])
+        assert set(sweep["validation"][mode]) == set(model_store.TRAINED_MODELS)
+        # The champion row is the model `denoiselab denoise` uses for that mode: the best
+        # on that mode's validation images.
+        champion = sweep["champions"][mode]
+        assert sweep[mode]["0.1"]["champion"] == sweep[mode]["0.1"][champion]
+        validation = sweep["validation"][mode]
+        assert validation[champion] == max(validation.values())
     # The classical rows come from their own stage, one report per mode.
     for mode in MODES:
         report = json.loads((repo / f"reports/classical/{mode}.json").read_text())
@@ -135,7 +139,7 @@ def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
         mode = model_store.MODEL_MODES[name]
         sweep = metrics["sweep"][mode]
         for level in sweep:
-            logged = found.data.metrics[f"sweep_psnr_{level}"]
+            logged = found.data.metrics[f"sweep_{mode}_psnr_{level}"]
             assert logged == pytest.approx(sweep[level][name]["psnr"], abs=1e-3)
         channels = {"gray": 1, "colour": 3}[mode]
         assert found.data.params["data_hash"]
@@ -156,11 +160,11 @@ def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 2
     champion = client.get_model_version_by_alias("denoiselab", "champion")
-    assert champion.tags["model_name"] in model_store.GRAY_MODELS
-    assert champion.tags["val_levels"] == "0.05,0.1,0.15,0.2"
+    assert champion.tags["model_name"] == metrics["sweep"]["champions"]["gray"]
+    assert champion.tags["champion.val_levels"] == "0.05,0.1,0.15,0.2"
     champion_rgb = client.get_model_version_by_alias("denoiselab", "champion_rgb")
-    assert champion_rgb.tags["model_name"] == "unet_rgb"
-    assert champion_rgb.tags["channels"] == "3"
+    assert champion_rgb.tags["model_name"] == metrics["sweep"]["champions"]["colour"]
+    assert champion_rgb.tags["champion_rgb.val_levels"] == "0.05,0.1,0.2"
 
 
 def test_second_repro_runs_nothing(smoke_repo):

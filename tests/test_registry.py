@@ -34,6 +34,7 @@ def candidate(
     data_hash="data-a",
     channels=1,
     val_levels="0.05,0.1,0.15,0.2",
+    alias="",
 ) -> registry.Candidate:
     """Logs the tiny model folder as a new run's model; returns it as a candidate."""
     with tracking.model_run(name, "test", {}) as run:
@@ -47,6 +48,7 @@ def candidate(
         data_hash=data_hash,
         channels=channels,
         val_levels=val_levels,
+        alias=alias,
     )
 
 
@@ -64,8 +66,8 @@ def test_champion_is_the_best_on_validation_and_a_worse_challenger_never_takes_i
     tags = champion_tags()
     # The best on validation, although the CAE's test PSNR is higher.
     assert tags["model_name"] == "unet" and tags["run_id"] == first[1].run_id
-    assert tags["val_psnr"] == "29.0000" and tags["psnr"] == "28.0000"
-    assert tags["data_hash"] == "data-a" and tags["channels"] == "1"
+    assert tags["champion.val_psnr"] == "29.0000" and tags["psnr"] == "28.0000"
+    assert tags["champion.data_hash"] == "data-a" and tags["channels"] == "1"
 
     # An experiment with worse params: better on the test split, worse on validation.
     worse = candidate(store, "unet", val_psnr=28.5, test_psnr=40.0)
@@ -94,7 +96,7 @@ def test_kinds_are_kept_apart(store):
     # on the current data takes the alias even with a lower figure...
     new_data = candidate(store, "unet", val_psnr=22.0, test_psnr=22.0, data_hash="data-b")
     [crowning] = registry.register_and_crown([new_data])
-    assert crowning.changed and "other data" in crowning.reason
+    assert crowning.changed and "other validation data" in crowning.reason
     assert champion_tags()["run_id"] == new_data.run_id
     # ...and only versions on that data compete for it afterwards.
     back = candidate(store, "cae", val_psnr=21.0, test_psnr=35.0, data_hash="data-b")
@@ -104,6 +106,37 @@ def test_kinds_are_kept_apart(store):
     assert champion_tags(registry.CHAMPION_RGB)["run_id"] == colour.run_id
 
 
+def test_a_gray_model_takes_the_colour_champion_when_it_is_better_on_colour_validation(store):
+    """Each model competes for both aliases on that alias's validation images; one version
+    per run carries both scores."""
+    colour = candidate(store, "unet_rgb", val_psnr=28.0, test_psnr=28.0, channels=3)
+    registry.register_and_crown([colour])
+    assert champion_tags(registry.CHAMPION_RGB)["run_id"] == colour.run_id
+    gray_run = candidate(store, "unet_tuned", val_psnr=31.0, test_psnr=31.0)
+    on_colour = registry.Candidate(
+        **{**gray_run.__dict__, "val_psnr": 29.0, "alias": registry.CHAMPION_RGB}
+    )
+    crownings = registry.register_and_crown([gray_run, on_colour])
+    assert {crowning.alias: crowning.changed for crowning in crownings} == {
+        "champion": True,
+        "champion_rgb": True,
+    }
+    rgb = champion_tags(registry.CHAMPION_RGB)
+    assert rgb["run_id"] == gray_run.run_id and rgb["channels"] == "1"
+    assert rgb["champion_rgb.val_psnr"] == "29.0000" and rgb["champion.val_psnr"] == "31.0000"
+    assert champion_tags()["run_id"] == gray_run.run_id
+    versions = {version.version for version in registry_versions()}
+    assert len(versions) == 2
+    # A colour model worse on colour validation than the gray one never takes it back.
+    worse = candidate(store, "unet_rgb", val_psnr=28.5, test_psnr=40.0, channels=3)
+    registry.register_and_crown([worse])
+    assert champion_tags(registry.CHAMPION_RGB)["run_id"] == gray_run.run_id
+
+
+def registry_versions():
+    return registry._client().search_model_versions(f"name = '{registry.REGISTERED_MODEL}'")
+
+
 def test_a_score_over_other_noise_levels_never_competes(store):
     """A validation PSNR at sigma 0.1 alone is higher than a mean that includes sigma 0.2, so a
     model chosen at one level must not keep the alias from models chosen across the sweep."""
@@ -111,9 +144,9 @@ def test_a_score_over_other_noise_levels_never_competes(store):
     registry.register_and_crown([one_level])
     blind = candidate(store, "unet_tuned", val_psnr=29.5, test_psnr=29.0)
     [crowning] = registry.register_and_crown([blind])
-    assert crowning.changed and "other validation levels" in crowning.reason
+    assert crowning.changed and "other noise levels" in crowning.reason
     assert champion_tags()["run_id"] == blind.run_id
-    assert champion_tags()["val_levels"] == "0.05,0.1,0.15,0.2"
+    assert champion_tags()["champion.val_levels"] == "0.05,0.1,0.15,0.2"
     # Back at the sweep's levels, a worse blind model does not take it.
     worse = candidate(store, "unet", val_psnr=29.0, test_psnr=33.0)
     registry.register_and_crown([worse])

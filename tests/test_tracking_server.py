@@ -81,7 +81,7 @@ def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, tmp_path_factor
     assert {*model_store.TRAINED_MODELS, "unet_tune"} <= names
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for found in runs:
-        if found.info.run_name in model_store.TRAINED_MODELS:
+        if found.info.run_name in model_store.GRAY_MODELS:
             assert found.data.metrics["psnr"] == pytest.approx(
                 metrics[found.info.run_name]["psnr"], abs=1e-3
             )
@@ -91,7 +91,8 @@ def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, tmp_path_factor
     noisy = np.random.default_rng(0).uniform(0, 1, (1, 21, 19, 1)).astype(np.float32)
     assert model.predict(noisy).shape == noisy.shape
     champion = client.get_model_version_by_alias("denoiselab", "champion")
-    assert {"val_psnr", "data_hash", "channels", "psnr"} <= set(champion.tags)
-    assert champion.tags["val_psnr"] == f"{metrics[champion.tags['model_name']]['val_psnr']:.4f}"
+    assert {"champion.val_psnr", "champion.data_hash", "channels", "psnr"} <= set(champion.tags)
+    validation = metrics["sweep"]["validation"]["gray"][champion.tags["model_name"]]
+    assert champion.tags["champion.val_psnr"] == f"{validation:.4f}"
     # Artifacts went through the server into its own artifact store.
     assert any((server_dir / "server-artifacts").rglob("*.png"))

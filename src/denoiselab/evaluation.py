@@ -145,13 +145,13 @@ def score_levels(
     denoise_image: Callable[[np.ndarray], np.ndarray],
     dataset: Dataset,
     val_levels: tuple[float, ...],
-) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float]:
+) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float | None]:
     """Scores one denoiser at every noise level of ``dataset``.
 
-    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them), the denoised
-    test images per level, and the mean PSNR on the whole validation images over
-    ``val_levels``: the one number models are chosen by, so that the champion is the best
-    across the levels users meet, never judged on the test split.
+    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them), the
+    denoised test images per level, and the mean PSNR on the whole validation images over
+    ``val_levels`` (None without levels): the one number models are chosen by, so that the
+    champion is the best across the levels users meet, never judged on the test split.
     """
     scores, outputs = {}, {}
     for level in dataset.noisy_test:
@@ -164,6 +164,8 @@ def score_levels(
         )
         for level in val_levels
     ]
+    if not val_psnr:
+        return scores, outputs, None
     return scores, outputs, float(np.mean([row["psnr"] for row, _ in val_psnr]))
 
 
@@ -207,22 +209,26 @@ def reports(
     scores: dict[str, dict[str, dict]],
     baselines: dict[str, dict],
     champions_by_mode: dict[str, Champion],
-    val_psnr: dict[str, float],
+    val_psnr: dict[str, float | None],
     sweeps: dict[str, tuple[float, ...]],
     table_level: str,
 ) -> tuple[dict, dict]:
     """reports/metrics.json and reports/per_image.json from every method's scores.
 
-    ``scores`` maps each model (and ``noisy/<mode>``) to its scores per level; ``baselines``
-    are the classical stage's reports per mode. The metrics hold the seed's grayscale table at
-    ``table_level`` at the top level and, under ``sweep``, every method per mode and level,
-    with ``champion`` the model ``denoiselab denoise`` uses for that mode.
+    ``scores`` maps ``<model>/<mode>`` (and ``noisy/<mode>``) to the scores per level on that
+    mode's test images, ``val_psnr`` the same keys to the validation PSNR over the sweep;
+    ``baselines`` are the classical stage's reports per mode. The metrics hold the seed's
+    grayscale table at ``table_level`` at the top level and, under ``sweep``, every method
+    per mode and level, with ``champion`` the model ``denoiselab denoise`` uses for that mode,
+    ``champions`` naming it and ``validation`` each model's validation PSNR per mode.
     """
     gray = baselines["gray"]["levels"][table_level]
     table_scores = {"noisy": scores["noisy/gray"][table_level]}
-    table_scores.update({name: scores[name][table_level] for name in model_store.GRAY_MODELS})
+    table_scores.update(
+        {name: scores[f"{name}/gray"][table_level] for name in model_store.GRAY_MODELS}
+    )
     table_scores.update(gray)
-    metrics = {name: summary_row(row) for name, row in table_scores.items()}
+    metrics_report = {name: summary_row(row) for name, row in table_scores.items()}
     per_image = {
         "per_image": {name: row["per_image"] for name, row in table_scores.items()},
         "classical_params": {
@@ -234,14 +240,11 @@ def reports(
     sweep: dict = {}
     for mode, levels in sweeps.items():
         sweep[mode], per_image["sweep"][mode] = {}, {}
-        models = [
-            name for name, model_mode in model_store.MODEL_MODES.items() if model_mode == mode
-        ]
         for level in map(noise.level_key, levels):
             rows = {
-                "champion": scores[champions_by_mode[mode].label][level],
+                "champion": scores[f"{champions_by_mode[mode].label}/{mode}"][level],
                 "noisy": scores[f"noisy/{mode}"][level],
-                **{name: scores[name][level] for name in models},
+                **{name: scores[f"{name}/{mode}"][level] for name in model_store.TRAINED_MODELS},
                 **baselines[mode]["levels"][level],
             }
             sweep[mode][level] = {name: _row(row) for name, row in rows.items()}
@@ -249,9 +252,16 @@ def reports(
                 name: row["per_image"] for name, row in rows.items()
             }
     sweep["champions"] = {mode: champion.label for mode, champion in champions_by_mode.items()}
-    sweep["validation"] = {name: round(value, 4) for name, value in val_psnr.items()}
-    metrics["sweep"] = sweep
-    return metrics, per_image
+    sweep["validation"] = {
+        mode: {
+            name: round(val_psnr[f"{name}/{mode}"], 4)
+            for name in model_store.TRAINED_MODELS
+            if val_psnr.get(f"{name}/{mode}") is not None
+        }
+        for mode in sweeps
+    }
+    metrics_report["sweep"] = sweep
+    return metrics_report, per_image
 
 
 def format_sweep(sweep: dict) -> str:

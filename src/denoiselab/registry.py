@@ -1,11 +1,14 @@
 """MLflow Model Registry: model versions, their tags and the champion aliases.
 
-Every call into MLflow's registry goes through this module. The champion is chosen on the
-validation images, never on the test split: each channel count has its own alias
-(``champion`` for grayscale, ``champion_rgb`` for colour), pointing at the version with the
-best ``val_psnr`` among the versions of its kind, that is the same channels, the same prepared
-data (``data_hash``) and the same validation noise levels (``val_levels``: the score is the
-mean PSNR over them). Test scores are tags to read, never used to choose.
+Every call into MLflow's registry goes through this module. The champions are chosen on the
+validation images, never on the test split: ``champion`` is the model for grayscale images,
+``champion_rgb`` the one for colour images. Each points at the version with the best
+validation PSNR on its own kind of images (``<alias>.val_psnr``, the mean PSNR over the
+validation noise levels ``<alias>.val_levels`` on the prepared data ``<alias>.data_hash``),
+among the versions scored the same way. Any model may compete for either alias: a grayscale
+model denoises a colour image channel by channel, a colour model a grayscale image repeated
+over three channels, exactly as ``denoiselab denoise`` runs them. Test scores are tags to
+read, never used to choose.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ def champion_alias(channels: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One trained model to register: its run, its logged model and its scores.
+    """One trained model competing for one champion alias: its run, its logged model and its
+    scores.
 
-    ``val_psnr`` is the mean PSNR on the whole validation images over the noise levels
-    ``val_levels`` (e.g. ``0.05,0.1,0.15,0.2``), the one number the champion is chosen by;
-    ``test_scores`` (mean psnr and ssim on the test images) are only reported.
+    ``val_psnr`` is the mean PSNR on the whole validation images of the alias's kind (data
+    ``data_hash``) over the noise levels ``val_levels`` (e.g. ``0.05,0.1,0.15,0.2``), the one
+    number the champion is chosen by; ``test_scores`` (mean psnr and ssim on the test images
+    of the model's own kind) are only reported. ``channels`` are the model's; ``alias``, the
+    champion it competes for, defaults to the one of its channels.
     """
 
     name: str
@@ -50,6 +56,11 @@ class Candidate:
     data_hash: str
     channels: int
     val_levels: str
+    alias: str = ""
+
+    def __post_init__(self):
+        if not self.alias:
+            object.__setattr__(self, "alias", champion_alias(self.channels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,17 +89,17 @@ def _not_found() -> type[Exception]:
 
 
 def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
-    """Registers each candidate's model as a version of one registered model, tags it with
-    its scores, data hash and channels, points the alias of its name (``cae``, ...) at it, and
-    then settles the champion alias of each channel count among the candidates.
+    """Registers each candidate's model as a version of one registered model (one version
+    per run, however many aliases it competes for), tags it with its channels, test scores
+    and, per alias, the validation score, data hash and levels it competes with, points the
+    alias of its name (``cae``, ...) at it, and then settles each champion alias among the
+    candidates.
 
-    A version takes a champion alias only when its ``val_psnr`` beats the current champion
-    of the same kind (champion/challenger; a tie keeps the champion), so a worse experiment
-    never does. When the current champion is of another kind (its data hash differs: the
-    prepared data changed), the two scores come from different validation images and cannot
-    be compared; the current data defines the task, so the alias goes to the best version
-    of the new kind. The same holds for versions scored over other validation levels (a
-    model chosen at sigma 0.1 alone is not comparable with one chosen across the sweep).
+    A version takes a champion alias only when its validation PSNR beats the current
+    champion's (champion/challenger; a tie keeps the champion), so a worse experiment never
+    does. When the current champion was scored on other validation data (the prepared data
+    changed) or at other noise levels, the two scores cannot be compared; the current data
+    and levels define the task, so the alias goes to the best version scored that way.
     """
     import mlflow
 
@@ -109,53 +120,61 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
         version = existing.get(candidate.run_id)
         if version is None:
             version = mlflow.register_model(candidate.model_uri, REGISTERED_MODEL)
+            existing[candidate.run_id] = version
         tags = {
             "model_name": candidate.name,
             "run_id": candidate.run_id,
-            "val_psnr": f"{candidate.val_psnr:.4f}",
             "psnr": f"{candidate.test_scores['psnr']:.4f}",
             "ssim": f"{candidate.test_scores['ssim']:.4f}",
-            "data_hash": candidate.data_hash,
             "channels": str(candidate.channels),
-            "val_levels": candidate.val_levels,
+            f"{candidate.alias}.val_psnr": f"{candidate.val_psnr:.4f}",
+            f"{candidate.alias}.data_hash": candidate.data_hash,
+            f"{candidate.alias}.val_levels": candidate.val_levels,
         }
         for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
         client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
     kinds = dict.fromkeys(
-        (candidate.channels, candidate.data_hash, candidate.val_levels) for candidate in candidates
+        (candidate.alias, candidate.data_hash, candidate.val_levels) for candidate in candidates
     )
     crownings = [_crown(client, *kind) for kind in kinds]
     write_alias_cache()
     return crownings
 
 
-def _crown(client, channels: int, data_hash: str, val_levels: str) -> Crowning:
-    """Settles the champion alias of ``channels`` among the versions on ``data_hash`` scored
-    over ``val_levels``."""
-    alias = champion_alias(channels)
+def val_psnr_tag(alias: str) -> str:
+    """The version tag holding the validation PSNR a version competes for ``alias`` with."""
+    return f"{alias}.val_psnr"
+
+
+def _score(version, alias: str) -> float:
+    return float(version.tags[val_psnr_tag(alias)])
+
+
+def _crown(client, alias: str, data_hash: str, val_levels: str) -> Crowning:
+    """Settles ``alias`` among the versions scored for it on ``data_hash`` over
+    ``val_levels``."""
     versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
     kind = [
         version
         for version in versions
-        if version.tags.get("channels") == str(channels)
-        and version.tags.get("data_hash") == data_hash
-        and version.tags.get("val_levels") == val_levels
-        and "val_psnr" in version.tags
+        if version.tags.get(f"{alias}.data_hash") == data_hash
+        and version.tags.get(f"{alias}.val_levels") == val_levels
+        and val_psnr_tag(alias) in version.tags
     ]
-    best = max(kind, key=lambda version: (float(version.tags["val_psnr"]), int(version.version)))
+    best = max(kind, key=lambda version: (_score(version, alias), int(version.version)))
     try:
         current = client.get_model_version_by_alias(REGISTERED_MODEL, alias)
     except _not_found():
         current = None
     if current is not None and any(version.version == current.version for version in kind):
-        if float(current.tags["val_psnr"]) >= float(best.tags["val_psnr"]):
+        if _score(current, alias) >= _score(best, alias):
             return _crowning(alias, current, False, "no version beats it on validation")
         reason = f"beats version {current.version} on validation"
     elif current is not None:
         reason = (
-            f"version {current.version} was trained on other data or scored at other "
-            f"validation levels"
+            f"version {current.version} was scored on other validation data or at other "
+            f"noise levels"
         )
     else:
         reason = "first champion of its kind"
@@ -168,7 +187,7 @@ def _crowning(alias: str, version, changed: bool, reason: str) -> Crowning:
         alias=alias,
         version=str(version.version),
         model_name=version.tags.get("model_name", ""),
-        val_psnr=float(version.tags["val_psnr"]),
+        val_psnr=_score(version, alias),
         changed=changed,
         reason=reason,
     )

@@ -270,14 +270,15 @@ def log_scores(
     run_id: str,
     scores: dict,
     val_psnr: float | None = None,
-    sweep: dict[str, dict] | None = None,
+    sweep: dict[str, dict[str, dict]] | None = None,
 ) -> None:
     """Final test PSNR/SSIM (and per image) on a model's own run, beside its training curves.
 
     The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
     run is already the per-epoch curve on validation patches, and one more point would join
-    that curve. ``sweep`` (noise level key -> scores) adds ``sweep_psnr_<level>`` and
-    ``sweep_ssim_<level>``, one pair per level, so runs compare level by level in the UI.
+    that curve. ``sweep`` (mode -> noise level key -> scores) adds
+    ``sweep_<mode>_psnr_<level>`` and ``sweep_<mode>_ssim_<level>``, so runs compare level by
+    level in the UI.
     """
     import mlflow
 
@@ -289,9 +290,10 @@ def log_scores(
         metrics[f"ssim_{image}"] = values["ssim"]
     if val_psnr is not None:
         metrics["val_image_psnr"] = val_psnr
-    for level, level_scores in (sweep or {}).items():
-        metrics[f"sweep_psnr_{level}"] = level_scores["psnr"]
-        metrics[f"sweep_ssim_{level}"] = level_scores["ssim"]
+    for mode, levels in (sweep or {}).items():
+        for level, level_scores in levels.items():
+            metrics[f"sweep_{mode}_psnr_{level}"] = level_scores["psnr"]
+            metrics[f"sweep_{mode}_ssim_{level}"] = level_scores["ssim"]
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
 
