@@ -17,7 +17,7 @@ TRAIN_STAGE = str(ROOT / "stages/train.py")
 def train_unet_args(history: str) -> list[str]:
     """The train_unet stage's arguments as dvc.yaml passes them, with ``history`` for its
     history file."""
-    paths = ["--prepared", "data/prepared", "--noisy", "data/noisy"]
+    paths = ["--prepared", "data/gray/prepared", "--noisy", "data/gray/noisy"]
     return [
         *["--section", "train_unet", "--name", "unet", *paths],
         *["--model-dir", "models/unet", "--history", history],

@@ -198,7 +198,7 @@ def test_no_test_or_val_image_reaches_training(tmp_path, overrides):
 
 
 def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
-    # The evaluate stage reads data/prepared/val_images.npz and data/noisy/val_images.npz.
+    # The evaluate stage reads prepared/val_images.npz and noisy/val_images.npz of a dataset.
     folder = write_images(tmp_path / "images", 6, size=(56, 64))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update(

@@ -27,6 +27,7 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
     params["train_unet"]["crop_size"] = None
+    params["train_unet_rgb"]["crop_size"] = None
     params["tune_unet"].update(
         n_trials=4,
         trial_epochs=2,
@@ -55,10 +56,10 @@ def write_data(folder: Path, data_hash: str = "tiny") -> None:
     }
     for split, patches in clean.items():
         noisy = np.clip(patches + rng.normal(0, 0.1, patches.shape), 0, 1).astype(np.float32)
-        files.save_arrays(folder / "data/prepared" / f"{split}.npz", {"patches": patches})
-        files.save_arrays(folder / "data/noisy" / f"{split}.npz", {"patches": noisy})
+        files.save_arrays(folder / "data/gray/prepared" / f"{split}.npz", {"patches": patches})
+        files.save_arrays(folder / "data/gray/noisy" / f"{split}.npz", {"patches": noisy})
     files.write_json(
-        folder / "data/prepared/manifest.json", {"data_hash": data_hash, "channels": 1}
+        folder / "data/gray/prepared/manifest.json", {"data_hash": data_hash, "channels": 1}
     )
 
 
@@ -126,9 +127,9 @@ def test_two_workers_share_one_study_and_the_stage_takes_its_best(project):
         sys.executable,
         str(ROOT / "stages/tune_unet.py"),
         "--prepared",
-        "data/prepared",
+        "data/gray/prepared",
         "--noisy",
-        "data/noisy",
+        "data/gray/noisy",
         "--model-dir",
         "models/unet_tuned",
         "--history",

@@ -98,7 +98,7 @@ from denoiselab import models, runner
 from denoiselab.config import load_params
 
 params = load_params("params.yaml")
-data = runner.load_training_data(Path("data/prepared"), Path("data/noisy"))
+data = runner.load_training_data(Path("data/gray/prepared"), Path("data/gray/noisy"))
 for section, name in (("train_unet", "auto"), ("train_cae", "bf16")):
     runner.train_tracked(
         name, section, getattr(params, section), params.base, data, Path("models", name),
@@ -118,12 +118,13 @@ def test_training_and_inference_work_on_a_cpu_without_avx512(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
     params["tune_unet"]["crop_size"] = 16
+    params["train_unet_rgb"]["crop_size"] = None
     tiny = dict(base_filters=4, depth=2, epochs=2, steps_per_epoch=3, batch_size=8)
     params["train_unet"].update(tiny, crop_size=None, precision="auto")
     params["train_cae"].update(tiny, precision="mixed_bfloat16")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_data(tmp_path)
-    noisy = files.load_arrays(tmp_path / "data/noisy/train.npz")["patches"]
+    noisy = files.load_arrays(tmp_path / "data/gray/noisy/train.npz")["patches"]
     config = ModelConfig(model="unet", base_filters=4, depth=2, precision="mixed_bfloat16")
     trained = models.build_model(config)
     models.save_model_dir(trained, config, tmp_path / "trained_bf16", {})

@@ -34,6 +34,7 @@ def stage_repo(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
     params["tune_unet"]["crop_size"] = 16
+    params["train_unet_rgb"]["crop_size"] = None
     params["train_unet"].update(
         base_filters=4, depth=2, epochs=30, steps_per_epoch=4, batch_size=8, crop_size=None
     )
@@ -42,10 +43,10 @@ def stage_repo(tmp_path):
     clean = rng.random((64, 16, 16, 1)).astype(np.float32)
     noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
     for folder, arrays in (("prepared", clean), ("noisy", noisy)):
-        files.save_arrays(tmp_path / f"data/{folder}/train.npz", {"patches": arrays})
-        files.save_arrays(tmp_path / f"data/{folder}/val.npz", {"patches": arrays[:16]})
+        files.save_arrays(tmp_path / f"data/gray/{folder}/train.npz", {"patches": arrays})
+        files.save_arrays(tmp_path / f"data/gray/{folder}/val.npz", {"patches": arrays[:16]})
     files.write_json(
-        tmp_path / "data/prepared/manifest.json", {"data_hash": "test", "channels": 1}
+        tmp_path / "data/gray/prepared/manifest.json", {"data_hash": "test", "channels": 1}
     )
     return tmp_path
 
