@@ -75,7 +75,6 @@ def main() -> None:
                 flush=True,
             )
 
-    crownings = []
     if params.evaluate.register_models:
         candidates = [
             registry.Candidate(
@@ -92,8 +91,7 @@ def main() -> None:
             for name, own_mode in model_store.MODEL_MODES.items()
             for mode, dataset in datasets.items()
         ]
-        crownings = registry.register_and_crown(candidates)
-        for crowning in crownings:
+        for crowning in registry.register_and_crown(candidates):
             verb = "now" if crowning.changed else "stays"
             print(
                 f"{crowning.alias} {verb} {crowning.model_name} (version {crowning.version}, "
