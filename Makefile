@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # DVC runs each stage's `python` from the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install gpu run smoke test bench lint ui serve clean-venv
+.PHONY: install gpu run smoke test bench lint plots ui serve clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,22 +16,33 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[eval,dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# The page `dvc plots show` renders (.dvc/config names it): Vega, Vega-Lite and vega-embed
+# inlined from an installed package, so the plots show without internet.
+PLOTS_PAGE := .dvc/plots_offline.html
+
+$(PLOTS_PAGE): src/denoiselab/plots_page.py $(STAMP)
+	$(BIN)/python -m denoiselab.plots_page $@
+
+install: $(STAMP) $(PLOTS_PAGE)
 
 # One step for NVIDIA GPU users: swap the CPU build of TensorFlow for the CUDA one.
 gpu: install
 	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
 	$(BIN)/pip install --quiet "tensorflow[and-cuda]==2.21.0"
 
-# The whole pipeline with the default params: prepare, add_noise, train_cae, train_unet,
-# tune_unet, evaluate, plot. Only stages whose inputs or params changed rerun.
+# The whole pipeline with the default params: prepare@gray/colour, add_noise@gray/colour,
+# train@cae/unet/unet_rgb, tune_unet, classical@gray/colour, evaluate, plot. Only stages whose
+# inputs or params changed rerun.
 run: install
 	$(BIN)/denoiselab check-params params.yaml
 	$(BIN)/dvc repro
 
 # The whole DAG on tiny settings in a temporary DVC experiment; the workspace is untouched.
+# DENOISELAB_EXPERIMENT logs its runs into the MLflow experiment denoiselab-smoke, apart from
+# the real runs in denoiselab.
 smoke: install
-	eval "$(BIN)/dvc exp run --temp $$($(BIN)/denoiselab profile-args profiles/smoke.yaml)"
+	eval "DENOISELAB_EXPERIMENT=denoiselab-smoke $(BIN)/dvc exp run --temp \
+		$$($(BIN)/denoiselab profile-args profiles/smoke.yaml)"
 
 test: install
 	$(BIN)/pytest -q
@@ -42,6 +53,10 @@ bench: install
 lint: install
 	$(BIN)/ruff check src stages tests
 	$(BIN)/ruff format --check src stages tests
+
+# The loss and PSNR curves of the current outputs in dvc_plots/index.html, offline.
+plots: install
+	$(BIN)/dvc plots show
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlartifacts \

@@ -1,10 +1,11 @@
-"""DVC stage plot: loss, SSIM and sample comparison figures (the seed's gray comparison at
-its one noise level) and PSNR against noise sigma, from the recorded data."""
+"""DVC stage plot: loss, SSIM and sample comparison figures (the gray comparison at the
+reference noise level) and PSNR against noise sigma, from the recorded data; each figure also
+goes into every model's MLflow run."""
 
 import argparse
 from pathlib import Path
 
-from denoiselab import files, model_store, plots, registry, tracking
+from denoiselab import catalogue, files, paths, plots, tracking
 from denoiselab.config import load_params
 from denoiselab.errors import UserError, stage_main
 
@@ -26,13 +27,13 @@ def main() -> None:
     tracking.check_store()
     dpi = params.plot.dpi
     histories = {
-        name: files.read_json(args.history / f"{name}.json") for name in model_store.GRAY_MODELS
+        name: files.read_json(args.history / f"{name}.json") for name in catalogue.GRAY_MODELS
     }
     summary = files.read_json(args.metrics)
     if "sweep" not in summary:
         raise UserError(f'{args.metrics} has no noise sweep ("sweep"); run `dvc repro`')
     clean = files.load_arrays(args.prepared / "test.npz")
-    columns = ["noisy", *model_store.GRAY_MODELS]
+    columns = ["noisy", *catalogue.GRAY_MODELS]
     denoised = {name: files.load_arrays(args.denoised / f"{name}.npz") for name in columns}
 
     figures = {
@@ -48,15 +49,13 @@ def main() -> None:
             figure.savefig(temporary, format="png", dpi=dpi, metadata={"Software": None})
         print(f"wrote {args.out / filename}")
 
+    # Artifact files only: the store itself is left as the evaluate stage left it, so the
+    # registry's alias cache it wrote stays fresh.
     tracking.setup()
-    for name in model_store.TRAINED_MODELS:
-        info = files.read_json(args.models / name / model_store.CONFIG_FILE)
+    for name in catalogue.MODEL_NAMES:
+        info = files.read_json(args.models / name / paths.MODEL_CONFIG_FILE)
         for filename in figures:
             tracking.log_artifact(args.out / filename, "figures", run_id=info["mlflow_run_id"])
-    # The figures changed the store file, which makes the alias cache stale; the last stage to
-    # write to MLflow refreshes it, so the first `denoiselab denoise` after `dvc repro` need
-    # not ask MLflow.
-    registry.write_alias_cache()
 
 
 if __name__ == "__main__":

@@ -1,18 +1,19 @@
 """DVC stage train (train@cae, train@unet, train@unet_rgb): train one model from its params
-section on its dataset (gray or colour), tracked in MLflow."""
+section (the shared ``train`` with the section's changes) on its dataset (gray or colour),
+tracked in MLflow."""
 
 import argparse
 from pathlib import Path
 
 from denoiselab import runner, tracking
-from denoiselab.config import TRAIN_SECTIONS, load_params
+from denoiselab.config import load_params
 from denoiselab.errors import stage_main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--section", required=True, choices=list(TRAIN_SECTIONS))
+    parser.add_argument("--section", required=True, help="its params section, e.g. train_unet")
     parser.add_argument(
         "--name", required=True, help="MLflow run name, e.g. cae, unet or unet_rgb"
     )
@@ -23,12 +24,13 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
+    config = params.model_section(args.section)
     tracking.check_store()
     data = runner.load_training_data(args.prepared, args.noisy)
     runner.train_tracked(
         args.name,
         args.section,
-        getattr(params, args.section),
+        config,
         params.base,
         data,
         args.model_dir,

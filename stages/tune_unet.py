@@ -10,8 +10,8 @@ runs trials until the study holds ``tune_unet.n_trials`` finished ones and takes
 import argparse
 from pathlib import Path
 
-from denoiselab import files, runner, tracking, tuning
-from denoiselab.config import load_params, to_dict
+from denoiselab import files, paths, runner, tracking, tuning
+from denoiselab.config import flat_dict, load_params
 from denoiselab.errors import stage_main
 
 
@@ -30,11 +30,11 @@ def main() -> None:
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
     data_hash = data["manifest"]["data_hash"]
-    root = tracking.repo_root()
+    root = paths.repo_root()
     study = tuning.study_for(tune, base, data_hash, root, seed=base.seed)
     folder = tuning.weights_folder(root, study.study_name)
     tracking.setup()
-    search_params = {f"tune.{key}": value for key, value in to_dict(tune).items()}
+    search_params = flat_dict(tune, "tune")
     search_params.update({"data_hash": data_hash, "optuna.study": study.study_name})
     with tracking.model_run("unet_tune", "tune_unet", search_params) as parent:
         tuning.run_trials(study, tune, base, data, parent.info.run_id, folder)

@@ -2,7 +2,7 @@
 ``champion`` for grayscale and ``champion_rgb`` for colour, each loaded once and only when an
 image of its mode comes, with one stderr line per mode naming the model.
 
-The models are the "shift" models of test_denoise_cli.py: the grayscale one subtracts
+The models are the "shift" models of conftest.py: the grayscale one subtracts
 ``GRAY_SHIFT`` from each channel, the colour one ``RGB_SHIFTS`` from R, G and B, so every
 output pixel tells which model made it.
 """
@@ -13,35 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import register_champion
+from conftest import enter_repo, register_champion, save_shift_model, shift_model
 from PIL import Image
-from test_denoise_cli import (
-    RGB2GRAY,
-    RGB_SHIFTS,
-    read_output,
-    run_denoise,
-    save_shift_model,
-    shift_model,
-    shifted,
-)
+from test_denoise_cli import RGB2GRAY, RGB_SHIFTS, read_output, run_denoise, shifted
 
-from denoiselab import model_store
+from denoiselab import selection
 from denoiselab.errors import UserError
 
 GRAY_SHIFT = 0.2
 # Not a shift the champions make: a folder model wrongly chosen over an alias shows.
 DECOY_SHIFT = 0.4
-
-
-def _enter(monkeypatch: pytest.MonkeyPatch, root: Path, store: Path | None) -> None:
-    """Works in ``root`` as a user of that repository does, with its MLflow store."""
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    if store is None:
-        # The default store, root/mlflow.db, which is not there: no registry at all.
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    else:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +34,8 @@ def registered(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("registered")
     root, store = base / "repo", base / "store"
-    (root / ".dvc").mkdir(parents=True)
-    store.mkdir()
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _enter(monkeypatch, root, store)
+        enter_repo(monkeypatch, root, store)
         save_shift_model(root / "models" / "unet_tuned", (DECOY_SHIFT,))
         save_shift_model(root / "models" / "unet_rgb", (DECOY_SHIFT,) * 3)
         gray, gray_config = shift_model((GRAY_SHIFT,))
@@ -70,33 +49,27 @@ def registered(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def registered_repo(registered, monkeypatch) -> Path:
     root, store = registered
-    _enter(monkeypatch, root, store)
-    yield root
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
+    return enter_repo(monkeypatch, root, store)
 
 
 @pytest.fixture
 def bare_repo(tmp_path, monkeypatch) -> Path:
-    """A repository with no MLflow store; each test adds the model folders it needs."""
-    root = tmp_path / "repo"
-    (root / ".dvc").mkdir(parents=True)
-    _enter(monkeypatch, root, None)
-    return root
+    """A repository with no MLflow store (the default, root/mlflow.db, is not there); each
+    test adds the model folders it needs."""
+    return enter_repo(monkeypatch, tmp_path / "repo")
 
 
 @pytest.fixture
 def loads(monkeypatch) -> list[str]:
     """The location of every model the command loads, in order."""
     seen = []
-    load = model_store.load_denoiser
+    load = selection.load_denoiser
 
     def recording_load(source):
         seen.append(source.location)
         return load(source)
 
-    monkeypatch.setattr(model_store, "load_denoiser", recording_load)
+    monkeypatch.setattr(selection, "load_denoiser", recording_load)
     return seen
 
 
@@ -268,7 +241,7 @@ def test_gray_images_never_load_the_colour_model(bare_repo, loads, capsys):
 
 def test_missing_colour_champion_names_what_to_do(tmp_path):
     with pytest.raises(UserError) as raised:
-        model_store.locate_model("champion_rgb", tmp_path, {})
+        selection.locate_model("champion_rgb", tmp_path, {})
     message = str(raised.value)
     assert str(tmp_path / "models" / "unet_rgb") in message and "dvc repro" in message
     assert "base.channels" not in message
@@ -287,4 +260,4 @@ def test_default_evaluation_models(tmp_path, aliases, folders, expected):
     for name in folders:
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "config.json").write_text("{}")
-    assert model_store.default_evaluation_models(tmp_path, aliases) == expected
+    assert selection.default_evaluation_models(tmp_path, aliases) == expected

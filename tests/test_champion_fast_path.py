@@ -9,17 +9,13 @@ import sys
 import numpy as np
 from PIL import Image
 
-from denoiselab import model_store, models, registry, tracking
+from denoiselab import models, registry, selection, serving, tracking
 from denoiselab.config import ModelConfig
 
 
-def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, monkeypatch):
+def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, repo_root):
     import mlflow
 
-    (tmp_path / ".dvc").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
     tracking.setup()
     config = ModelConfig(model="unet", base_filters=4, depth=2)
     model = models.build_model(config)
@@ -28,7 +24,7 @@ def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, monkeypatch)
         folder = tmp_path / "models" / name
         with mlflow.start_run(run_name=name) as run:
             models.save_model_dir(model, config, folder, {"mlflow_run_id": run.info.run_id})
-            info = tracking.log_denoiser_model(folder, 1)
+            info = serving.log_denoiser_model(folder, 1)
         candidates.append(
             registry.Candidate(
                 name=name,
@@ -46,14 +42,14 @@ def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, monkeypatch)
 
     aliases = registry.registered_aliases()
     assert aliases["champion"] == candidates[1].run_id
-    source = model_store.locate_model("champion", tmp_path, aliases)
-    expected = model_store.ModelSource(str(tmp_path / "models/unet_tuned"), is_mlflow=False)
+    source = selection.locate_model("champion", tmp_path, aliases)
+    expected = selection.ModelSource(str(tmp_path / "models/unet_tuned"), is_mlflow=False)
     assert source == expected
-    assert model_store.runs_without_keras(source)
+    assert selection.runs_without_keras(source)
 
     # A champion whose run is not in the workspace loads from the registry instead.
     (tmp_path / "models/unet_tuned/config.json").write_text(json.dumps({"mlflow_run_id": "x"}))
-    source = model_store.locate_model("champion", tmp_path, aliases)
+    source = selection.locate_model("champion", tmp_path, aliases)
     assert source.location == "models:/denoiselab@champion" and source.is_mlflow
 
 

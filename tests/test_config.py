@@ -3,34 +3,159 @@ from pathlib import Path
 import pytest
 import yaml
 
-from denoiselab import config, profiles
+from denoiselab import catalogue, config, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every setting of every training config, as each model trained before the shared `train`
+# section existed: moving settings between sections must leave the resolved values alone.
+UNET = {
+    "model": "unet",
+    "base_filters": 16,
+    "depth": 3,
+    "residual": True,
+    "batch_norm": False,
+    "loss": "mse",
+    "learning_rate": 0.002,
+    "lr_schedule": "cosine",
+    "batch_size": 32,
+    "epochs": 10,
+    "steps_per_epoch": 50,
+    "crop_size": 48,
+    "fresh_noise": True,
+    "noise_sigma_range": [0.0, 0.2],
+    "augment": True,
+    "jit_compile": False,
+    "precision": "auto",
+    "distribution": "none",
+    "steps_per_execution": 10,
+}
+RESOLVED = {
+    "train_cae": {
+        **UNET,
+        "model": "cae",
+        "base_filters": 32,
+        "depth": 2,
+        "residual": False,
+        "loss": "bce",
+        "learning_rate": 0.001,
+        "lr_schedule": "constant",
+        "epochs": 8,
+        "steps_per_epoch": 40,
+        "crop_size": None,
+        "fresh_noise": False,
+        "noise_sigma_range": None,
+        "augment": False,
+        "steps_per_execution": 8,
+    },
+    "train_unet": UNET,
+    "train_unet_rgb": {
+        **UNET,
+        "depth": 2,
+        "learning_rate": 0.0036,
+        "batch_size": 16,
+        "steps_per_epoch": 400,
+    },
+}
+# tune_unet's trials before the drawn keys, epochs and steps are set (tests/test_parallel_tuning.py
+# checks the trials' and the final run's whole configs).
+TUNE_TRAIN = {**UNET, "steps_per_execution": 8}
+TUNE = {
+    "n_trials": 5,
+    "trial_epochs": 3,
+    "trial_budget_tflop": 4.5,
+    "search": {
+        "learning_rate": [0.0005, 0.004],
+        "base_filters": [16, 24, 32],
+        "depth": [2, 3],
+        "batch_size": [16, 32],
+        "loss": ["mse", "l1"],
+        "batch_norm": [False],
+    },
+    "final_epochs": 20,
+    "final_budget_tflop": 60.0,
+    "warm_start": True,
+    "storage": None,
+    "study_name": "unet_tune",
+    "train": TUNE_TRAIN,
+}
 
 
 def raw_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+def dvc_stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
 def test_project_params_and_smoke_profile_are_valid():
     params = config.load_params(ROOT / "params.yaml")
     assert params.base.noise_sigma == pytest.approx(0.1)
-    assert params.train_cae.loss == "bce"
-    # Portable by default: bfloat16 only where the hardware computes it natively.
-    sections = (params.train_cae, params.train_unet, params.train_unet_rgb, params.tune_unet)
-    assert {section.precision for section in sections} == {"auto"}
-    assert config.TrainConfig().precision == config.TuneConfig().precision == "auto"
     smoke = profiles.apply_profile(
         raw_params(), profiles.load_profile(ROOT / "profiles/smoke.yaml")
     )
-    assert config.parse_params(smoke).tune_unet.n_trials == 2
-    # Blind by default: the U-Nets and the colour model train across the sweep's levels, the
-    # seed's CAE at base.noise_sigma alone.
-    assert params.train_cae.noise_sigma_range is None
-    for section in (params.train_unet, params.train_unet_rgb, params.tune_unet):
-        assert section.noise_sigma_range == (0.0, 0.2)
+    smoke_params = config.parse_params(smoke)
+    assert smoke_params.tune_unet.n_trials == 2
+    # Every model of the smoke run is tiny, whether it takes the shared value or its own.
+    for section in (*smoke_params.model_sections.values(), smoke_params.tune_unet.train):
+        assert section.base_filters == 8 and section.depth == 2
+    for section in smoke_params.model_sections.values():
+        assert (section.epochs, section.steps_per_epoch) == (2, 3)
     assert params.add_noise.sweep.gray == (0.05, 0.1, 0.15, 0.2)
     assert params.add_noise.sweep.colour == (0.05, 0.1, 0.2)
+
+
+def test_every_model_resolves_to_the_settings_it_trained_with():
+    params = config.load_params(ROOT / "params.yaml")
+    sections = {name: config.to_dict(train) for name, train in params.model_sections.items()}
+    assert sections == RESOLVED
+    assert config.to_dict(params.tune_unet) == TUNE
+
+
+def test_the_shared_train_section_shows_every_training_setting():
+    # Nothing that shapes training hides in a default of the code.
+    assert set(raw_params()["train"]) == set(config.TrainConfig.model_fields)
+
+
+def test_a_shared_value_reaches_every_model_that_does_not_set_its_own():
+    raw = raw_params()
+    raw["train"]["learning_rate"] = 0.01
+    raw["train"]["jit_compile"] = True
+    params = config.parse_params(raw)
+    rates = {name: train.learning_rate for name, train in params.model_sections.items()}
+    assert rates == {"train_cae": 0.001, "train_unet": 0.01, "train_unet_rgb": 0.0036}
+    assert params.tune_unet.train.learning_rate == 0.01
+    trained = [*params.model_sections.values(), params.tune_unet.train]
+    assert all(train.jit_compile for train in trained)
+
+
+def test_the_catalogue_params_and_dvc_yaml_name_the_same_models():
+    params = config.load_params(ROOT / "params.yaml")
+    stages = dvc_stages()
+    items = stages["train"]["foreach"]
+    by_train_stage = {
+        name: entry
+        for name, entry in catalogue.MODELS.items()
+        if entry.section.startswith(config.MODEL_SECTION_PREFIX)
+    }
+    assert {name: (item["section"], item["data"]) for name, item in items.items()} == {
+        name: (entry.section, entry.dataset) for name, entry in by_train_stage.items()
+    }
+    assert set(params.model_sections) == {entry.section for entry in by_train_stage.values()}
+    # Every other model is trained by the stage its section is named after.
+    for name, entry in catalogue.MODELS.items():
+        if name not in by_train_stage:
+            assert f"--model-dir models/{name} " in stages[entry.section]["cmd"]
+            assert entry.section in raw_params()
+
+
+def test_each_training_stage_depends_on_the_sections_it_reads():
+    # Whole sections: an edit to a model's own section reruns that model alone, an edit to
+    # the shared train every model.
+    stages = dvc_stages()
+    assert {"train", "${item.section}"} <= set(stages["train"]["do"]["params"])
+    assert {"train", "tune_unet"} <= set(stages["tune_unet"]["params"])
 
 
 @pytest.mark.parametrize(
@@ -44,7 +169,11 @@ def test_project_params_and_smoke_profile_are_valid():
         ("train_unet", "noise_sigma_range", [0.0, 0.0], "train_unet.noise_sigma_range"),
         ("train_unet", "noise_sigma_range", [0.0, 1.5], "train_unet.noise_sigma_range"),
         ("train_unet_rgb", "fresh_noise", False, "train_unet_rgb.noise_sigma_range needs"),
-        ("tune_unet", "noise_sigma_range", [0.1], "tune_unet.noise_sigma_range"),
+        ("train", "noise_sigma_range", [0.1], "train.noise_sigma_range"),
+        ("train", "learning_rate", 0, "train.learning_rate must be in"),
+        ("train", "batchsize", 8, "unknown key train.batchsize"),
+        ("train", "model", "resnet", "train.model must be 'cae' or 'unet'"),
+        ("train_cae", "augment", "no", "train_cae.augment must be true or false"),
         ("add_noise", "sweep", {"gray": [0.1, 1.2]}, "add_noise.sweep.gray[1] must be in"),
         ("add_noise", "sweep", {"gray": []}, "add_noise.sweep.gray must list at least one"),
         ("add_noise", "sweep", {"grey": [0.1]}, "unknown key add_noise.sweep.grey"),
@@ -57,8 +186,11 @@ def test_project_params_and_smoke_profile_are_valid():
         ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
         ("train_unet", "steps_per_execution", 0, "train_unet.steps_per_execution"),
         ("train_unet", "precision", "bfloat16", "train_unet.precision must be one of"),
-        ("tune_unet", "precision", "mixed_float16", "tune_unet.precision must be one of"),
-        ("tune_unet", "steps_per_execution", 0, "tune_unet.steps_per_execution"),
+        ("tune_unet.train", "precision", "mixed_float16", "tune_unet.train.precision must be"),
+        ("tune_unet.train", "steps_per_execution", 0, "tune_unet.train.steps_per_execution"),
+        ("tune_unet.train", "epochs", 4, "tune_unet.train.epochs is set by each trial"),
+        ("tune_unet.train", "depth", 2, "tune_unet.train.depth is set by each trial"),
+        ("tune_unet.train", "residual", "no", "tune_unet.train.residual must be true or"),
         (
             "prepare",
             "patch_size",
@@ -67,15 +199,21 @@ def test_project_params_and_smoke_profile_are_valid():
         ),
         ("prepare", "source", "web", "prepare.source must be 'builtin' or 'folder'"),
         ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
-        ("tune_unet", "loss", ["mse", "ssim"], "tune_unet.loss"),
-        ("tune_unet", "learning_rate", [0.1, 0.01], "tune_unet.learning_rate"),
+        ("tune_unet.search", "loss", ["mse", "ssim"], "tune_unet.search.loss[1] must be one of"),
+        ("tune_unet.search", "loss", ["mse", "bce"], "tune_unet.search.loss may not hold 'bce'"),
+        ("tune_unet.search", "learning_rate", [0.1, 0.01], "tune_unet.search.learning_rate"),
+        ("tune_unet.search", "depth", [2, 5], "tune_unet.train.crop_size must be divisible"),
+        ("tune_unet.search", "batch_sizes", [8], "unknown key tune_unet.search.batch_sizes"),
         ("classical", "methods", ["bm4d"], "classical.methods"),
         ("classical", "tv_weight_scale", [], "classical.tv_weight_scale must list"),
     ],
 )
 def test_bad_params_name_the_key(section, key, value, message):
     raw = raw_params()
-    raw[section][key] = value
+    mapping = raw
+    for part in section.split("."):
+        mapping = mapping.setdefault(part, {})
+    mapping[key] = value
     with pytest.raises(ValueError, match=None) as error:
         config.parse_params(raw)
     assert message in str(error.value)
@@ -92,8 +230,15 @@ def test_folder_source_needs_a_folder():
 def test_unknown_section_is_rejected():
     raw = raw_params()
     raw["trian_unet"] = {}
-    with pytest.raises(ValueError, match="unknown section 'trian_unet'"):
+    with pytest.raises(ValueError, match="unknown section 'trian_unet'") as error:
         config.parse_params(raw)
+    assert "train_<model>" in str(error.value)
+
+
+def test_a_stage_asking_for_a_missing_model_section_is_told_which_exist():
+    params = config.load_params(ROOT / "params.yaml")
+    with pytest.raises(ValueError, match="no model section 'train_unte'.*train_unet"):
+        params.model_section("train_unte")
 
 
 def test_missing_and_broken_params_files(tmp_path):
@@ -106,8 +251,20 @@ def test_missing_and_broken_params_files(tmp_path):
 
 
 def test_profile_args_quote_lists():
-    args = profiles.dvc_set_args({"tune_unet.depth": [2], "train_unet.epochs": 2})
-    assert args == ["-S", "tune_unet.depth=[2]", "-S", "train_unet.epochs=2"]
+    args = profiles.dvc_set_args({"tune_unet.search.depth": [2], "train_unet.epochs": 2})
+    assert args == ["-S", "++tune_unet.search.depth=[2]", "-S", "++train_unet.epochs=2"]
+
+
+def test_a_profile_sets_keys_a_section_does_not_hold_yet():
+    raw = {"train": {"epochs": 10}, "train_unet": {}, "tune_unet": {"search": {"depth": [2]}}}
+    profile = {"train_unet.epochs": 2, "tune_unet.search.depth": [3], "tune_unet.train.x": 1}
+    assert profiles.apply_profile(raw, profile) == {
+        "train": {"epochs": 10},
+        "train_unet": {"epochs": 2},
+        "tune_unet": {"search": {"depth": [3]}, "train": {"x": 1}},
+    }
+    with pytest.raises(ValueError, match="does not name section.key"):
+        profiles.apply_profile(raw, {"trian.epochs": 2})
 
 
 def test_check_params_command_names_the_bad_key(tmp_path):

@@ -9,7 +9,7 @@ from conftest import run_command
 from PIL import Image
 from skimage import color
 
-from denoiselab import data, files, noise
+from denoiselab import data, files, images, noise
 from denoiselab.config import PrepareConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_bad_images_are_skipped_and_listed_or_fail(tmp_path):
     assert skipped == {"zero.png", "notes.jpg", "cut.png"}
     assert result["manifest"]["counts"]["skipped"] == 3
     assert result["manifest"]["counts"]["images"] == 6
-    with pytest.raises(files.ImageReadError, match="cut.png|notes.jpg|zero.png"):
+    with pytest.raises(images.ImageReadError, match="cut.png|notes.jpg|zero.png"):
         data.prepare(folder_config(folder, on_bad_image="fail"), channels=1, seed=0)
 
 
@@ -148,8 +148,8 @@ def test_val_images_are_the_whole_val_split(tmp_path):
         val = {e["name"] for e in result["manifest"]["images"] if e["split"] == "val"}
         assert set(result["val_images"]) == val
         for name, image in result["val_images"].items():
-            raw = files.read_image_raw(folder / f"{name}.png")
-            np.testing.assert_array_equal(image, files.to_channels(files.to_float(raw), 1))
+            raw = images.read_image_raw(folder / f"{name}.png")
+            np.testing.assert_array_equal(image, images.to_channels(images.to_float(raw), 1))
 
 
 def banded_images(folder, count, size=(40, 48)):
@@ -219,8 +219,8 @@ def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
     clean = files.load_arrays(tmp_path / "prepared/val_images.npz")
     assert sorted(clean) == ["img03", "img04"]
     for name, image in clean.items():
-        raw = files.read_image_raw(folder / f"{name}.png")
-        np.testing.assert_array_equal(image, files.to_channels(files.to_float(raw), 1))
+        raw = images.read_image_raw(folder / f"{name}.png")
+        np.testing.assert_array_equal(image, images.to_channels(images.to_float(raw), 1))
     noisy = files.load_arrays(tmp_path / "noisy/val_images.npz")
     expected = noise.noisy_images(
         clean, params["base"]["noise_sigma"], params["add_noise"]["seed"]

@@ -11,11 +11,10 @@ import struct
 import zlib
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tifffile
-from conftest import blur_model, register_champion
+from conftest import blur_model, enter_repo, register_champion, save_shift_model, shift_model
 from PIL import Image
 
 from denoiselab import (
@@ -29,27 +28,10 @@ from denoiselab import (
     model_store,
     models,
 )
-from denoiselab.config import ModelConfig
 
 SHIFT = 0.2  # 51 of 255 and 13107 of 65535: the shifted pixels stay integers.
 RGB_SHIFTS = (0.1, 0.2, 0.3)
 RGB2GRAY = np.array([0.2125, 0.7154, 0.0721])
-
-
-def shift_model(shifts: tuple[float, ...], depth: int = 2) -> tuple[keras.Model, ModelConfig]:
-    config = ModelConfig(model="unet", base_filters=2, depth=depth, channels=len(shifts))
-    model = models.build_model(config)
-    for layer in model.layers:
-        layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
-    kernel, _ = model.get_layer("noise").get_weights()
-    model.get_layer("noise").set_weights([kernel, np.array(shifts, np.float32)])
-    return model, config
-
-
-def save_shift_model(folder: Path, shifts: tuple[float, ...]) -> Path:
-    model, config = shift_model(shifts)
-    models.save_model_dir(model, config, folder, {})
-    return folder
 
 
 def paeth(left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray:
@@ -147,17 +129,8 @@ def decode_png16(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    """A DVC repository root in tmp_path with an empty MLflow store location; no registry."""
-    import mlflow
-
-    root = tmp_path / "repo"
-    (root / ".dvc").mkdir(parents=True)
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    (tmp_path / "store").mkdir()
-    yield root
-    mlflow.set_tracking_uri(None)
+    """A DVC repository root in tmp_path/repo with an empty MLflow store; no registry."""
+    return enter_repo(monkeypatch, tmp_path / "repo", tmp_path / "store")
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +286,7 @@ def test_large_image_tiles_without_seams(repo, depth):
 
     assert run_denoise(repo / "large.png", out=repo / "out", model=repo / "blur_unet") == 0
 
-    values = files.to_float(pixels)[..., None]
+    values = images.to_float(pixels)[..., None]
     whole = inference.denoise_image(model, values, depth, tile_size=4096)  # one piece
     expected = np.round(whole[..., 0] * 65535)
     tiled = np.asarray(Image.open(repo / "out" / "large.png")).astype(np.float64)
@@ -542,7 +515,7 @@ def test_evaluate_follows_protocol(repo, capsys):
     assert status == 0
     report = files.read_json(repo / "scores.json")
     scores = report["scores"]
-    clean = files.to_channels(files.to_float(colour), 1)
+    clean = images.to_channels(images.to_float(colour), 1)
     noisy = np.clip(clean + protocol_rng("colour.png").normal(0, 0.1, clean.shape), 0, 1)
     expected_psnr = 10 * np.log10(1 / np.mean((noisy.astype(np.float32) - clean) ** 2))
     noisy_scores, model_scores = scores["noisy"]["per_image"], scores["unet_tuned"]["per_image"]
@@ -577,7 +550,7 @@ def test_evaluate_scores_classical_methods_on_the_same_noisy_pixels(repo, capsys
     assert status == 0
     scores = files.read_json(repo / "scores.json")["scores"]
     assert list(scores) == ["noisy", "unet_tuned", "tv", "nl_means"]
-    clean = files.to_float(gray)[..., None]
+    clean = images.to_float(gray)[..., None]
     noisy = np.clip(clean + protocol_rng("wave.png").normal(0, 0.1, clean.shape), 0, 1)
     expected = metrics.psnr(clean, classical.tv(noisy.astype(np.float32), 0.1, weight=0.1))
     assert scores["tv"]["psnr"] == pytest.approx(expected, abs=1e-3)

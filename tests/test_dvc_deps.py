@@ -98,3 +98,74 @@ def test_closure_follows_imports_through_other_modules(tmp_path):
     assert "src/denoiselab/evaluation.py" in closure
     assert direct <= closure
     assert len(closure) > len(direct) + 1
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each project module's name and the project modules it imports anywhere in it."""
+    return {f"{PACKAGE}.{path.stem}": imported_modules(path) for path in PACKAGE_DIR.glob("*.py")}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules, first and last the same; None without any."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        if name in path:
+            return path[path.index(name) :] + [name]
+        if name in done:
+            return None
+        path.append(name)
+        for imported in sorted(graph.get(name, ())):
+            cycle = visit(imported)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(name)
+        return None
+
+    for name in sorted(graph):
+        cycle = visit(name)
+        if cycle:
+            return cycle
+    return None
+
+
+def test_project_modules_import_one_way_with_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_the_cycle_check_finds_a_function_level_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_a_function_level_import_counts(tmp_path):
+    module = tmp_path / "late.py"
+    module.write_text("def load():\n    from denoiselab import tracking\n")
+    assert imported_modules(module) == {"denoiselab.tracking"}
+
+
+# The stages an edit to a module reruns. Choosing, packaging, serving, scoring and plotting
+# models never reruns a training stage, and training code never reruns the evaluation.
+RERUNS = {
+    "registry.py": {"evaluate"},
+    "selection.py": {"evaluate"},
+    "serving.py": {"evaluate"},
+    "model_store.py": {"evaluate"},
+    "scoring.py": {"evaluate"},
+    "evaluation.py": {"evaluate"},
+    "plots.py": {"plot"},
+    "training.py": {"train", "tune_unet"},
+    "runner.py": {"train", "tune_unet"},
+    "tuning.py": {"tune_unet"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(RERUNS))
+def test_an_edit_to_a_module_reruns_only_its_stages(module):
+    path = f"src/{PACKAGE}/{module}"
+    rerun = {name for name, stage in stages().items() if path in stage["deps"]}
+    assert rerun == RERUNS[module], f"dvc.yaml: an edit to {module} reruns {sorted(rerun)}"

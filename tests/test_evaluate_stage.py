@@ -11,23 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import shift_model
 
-from denoiselab import files, model_store, models, noise, registry, tracking
-from denoiselab.config import ModelConfig
+from denoiselab import catalogue, files, models, noise, registry, serving, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each trained model subtracts a constant: the smaller, the closer to the clean images.
 SHIFTS = {"cae": 0.0, "unet": 0.04, "unet_tuned": 0.08, "unet_rgb": 0.02}
-
-
-def shift_model(shift: float, channels: int = 1) -> tuple:
-    config = ModelConfig(model="unet", base_filters=2, depth=2, channels=channels)
-    model = models.build_model(config)
-    for layer in model.layers:
-        layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
-    kernel, _ = model.get_layer("noise").get_weights()
-    model.get_layer("noise").set_weights([kernel, np.full(channels, shift, np.float32)])
-    return model, config
 
 
 LEVELS = {"gray": (0.05, 0.1, 0.2), "colour": (0.1, 0.2)}
@@ -36,7 +26,7 @@ CHANNELS = {"gray": 1, "colour": 3}
 
 def write_repo(root: Path) -> None:
     """Both datasets with noise at every level, classical reports, params and four trained
-    models (three gray, one colour), each logged to MLflow."""
+    models (three gray, one colour), each with its finished MLflow run."""
     rng = np.random.default_rng(0)
     for mode, levels in LEVELS.items():
         shape = (1, CHANNELS[mode])
@@ -69,17 +59,13 @@ def write_repo(root: Path) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     tracking.setup()
     for name, shift in SHIFTS.items():
-        mode = model_store.MODEL_MODES[name]
-        model, config = shift_model(shift, CHANNELS[mode])
+        mode = catalogue.MODELS[name].dataset
+        model, config = shift_model((shift,) * CHANNELS[mode])
         folder = root / "models" / name
+        # As a training stage leaves it: the folder saved, the run finished without a model.
         with tracking.model_run(name, "test", {}) as run:
             info = {"data_hash": f"tiny-{mode}", "mlflow_run_id": run.info.run_id}
             models.save_model_dir(model, config, folder, info)
-            logged = tracking.log_denoiser_model(folder, CHANNELS[mode])
-        files.write_json(
-            folder / "config.json",
-            {**files.read_json(folder / "config.json"), "mlflow_model_uri": logged.model_uri},
-        )
 
 
 def run_evaluate(root: Path) -> subprocess.CompletedProcess:
@@ -96,16 +82,9 @@ def run_evaluate(root: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
-    import mlflow
-
-    (tmp_path / ".dvc").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    write_repo(tmp_path)
-    yield tmp_path
-    mlflow.set_tracking_uri(None)
+def repo(repo_root):
+    write_repo(repo_root)
+    return repo_root
 
 
 def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_mode(repo):
@@ -121,7 +100,7 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_mode(r
     assert tags["champion.val_psnr"] == f"{gray_val['cae']:.4f}"
     assert tags["champion.val_levels"] == "0.05,0.1,0.2"
     assert tags["champion.data_hash"] == "tiny-gray" and tags["channels"] == "1"
-    # The test scores tagged are the seed's level, as in the first table.
+    # The test scores tagged are the reference level's, as in the first table.
     assert float(tags["psnr"]) == summary["cae"]["psnr"]
     # Every model competes for the colour champion on the colour validation images: the gray
     # CAE, run on each channel as `denoiselab denoise` runs it, beats the colour model there.
@@ -149,7 +128,7 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_mode(r
 def test_the_sweep_holds_every_method_per_mode_and_level_with_the_champion(repo):
     run_evaluate(repo)
     summary = files.read_json(repo / "reports/metrics.json")
-    # The first table: the seed's level, gray models and the classical baselines.
+    # The first table: the reference level, gray models and the classical baselines.
     assert {"noisy", "cae", "unet", "unet_tuned", "bm3d"} <= set(summary)
     assert "unet_rgb" not in summary
     sweep = summary["sweep"]
@@ -183,3 +162,32 @@ def test_a_model_trained_on_other_data_is_refused_naming_its_folder(repo):
     assert result.returncode == 2
     assert "models/unet_rgb: trained on data tiny-gray" in result.stderr
     assert not (repo / "m.json").exists()
+
+
+def logged_models(client, run_id: str) -> list:
+    experiment = client.get_run(run_id).info.experiment_id
+    return client.search_logged_models(
+        experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'"
+    )
+
+
+def test_each_model_is_logged_into_its_training_run_once(repo):
+    import mlflow
+
+    run_evaluate(repo)
+    client = mlflow.MlflowClient()
+    run_id = files.read_json(repo / "models/unet/config.json")["mlflow_run_id"]
+    [logged] = logged_models(client, run_id)
+    tags = client.get_run(run_id).data.tags
+    assert tags[serving.MODEL_URI_TAG] == f"models:/{logged.model_id}"
+    assert tags[serving.MODEL_DIGEST_TAG] == serving.folder_digest(repo / "models/unet")
+    # The training run stays finished, and the registered version is this logged model.
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert registry.version_tags("unet")["run_id"] == run_id
+    version = client.get_model_version_by_alias(registry.REGISTERED_MODEL, "unet")
+    assert version.source == f"models:/{logged.model_id}"
+    outputs = client.get_run(run_id).outputs.model_outputs
+    assert [output.model_id for output in outputs] == [logged.model_id]
+
+    run_evaluate(repo)
+    assert len(logged_models(client, run_id)) == 1

@@ -74,9 +74,3 @@ def test_atomic_path_keeps_the_target_after_an_exception(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["result.txt"]
-
-
-def test_16bit_colour_png_through_files_names_the_right_writer(tmp_path):
-    with pytest.raises(ValueError, match="images.write_png") as error:
-        files.write_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint16))
-    assert "imageio" not in str(error.value)

@@ -2,7 +2,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms
 
-from denoiselab import files, images
+from denoiselab import images
 
 
 def srgb_profile() -> bytes:
@@ -47,7 +47,7 @@ def test_16bit_gray_alpha_png_and_prepare_reader_keep_full_depth(tmp_path):
         pixels = random_pixels((9, 8, channels), seed=channels)
         path = tmp_path / f"deep{channels}.png"
         path.write_bytes(images.encode_png16(pixels))
-        raw = files.read_image_raw(path)
+        raw = images.read_image_raw(path)
         assert raw.dtype == np.uint16
         np.testing.assert_array_equal(raw, pixels)
 
@@ -62,3 +62,14 @@ def test_lzw_compressed_16bit_tiff_is_read_at_full_depth(tmp_path):
         assert decoded.note is None
         assert decoded.pixels.dtype == np.uint16
         np.testing.assert_array_equal(decoded.pixels, pixels)
+
+
+def test_gray_pixels_of_either_depth_round_trip_through_the_one_png_writer(tmp_path):
+    rng = np.random.default_rng(1)
+    for dtype in (np.uint8, np.uint16):
+        pixels = rng.integers(0, np.iinfo(dtype).max, (9, 7), dtype=dtype, endpoint=True)
+        path = tmp_path / f"{np.dtype(dtype).name}.png"
+        images.write_png(path, images.DecodedImage(pixels))
+        again = images.read_image(path).pixels
+        assert again.dtype == dtype
+        np.testing.assert_array_equal(again, pixels)

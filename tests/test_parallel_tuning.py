@@ -26,22 +26,17 @@ def tiny_params() -> dict:
     """The project's params with a search that takes seconds on 16x16 patches."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
-    params["train_unet"]["crop_size"] = None
-    params["train_unet_rgb"]["crop_size"] = None
+    params["train"]["crop_size"] = None
     params["tune_unet"].update(
         n_trials=4,
         trial_epochs=2,
         trial_budget_tflop=0.004,
-        base_filters=[4],
-        depth=[2],
-        batch_size=[8],
-        loss=["mse", "l1"],
-        crop_size=16,
         final_epochs=1,
         final_budget_tflop=0.002,
-        precision="float32",
         storage=None,
     )
+    params["tune_unet"]["search"].update(base_filters=[4], depth=[2], batch_size=[8])
+    params["tune_unet"]["train"]["precision"] = "float32"
     return params
 
 
@@ -167,12 +162,25 @@ def test_the_study_name_changes_with_the_search_data_and_code_but_not_the_final_
         studies.study_fingerprint(tune, base, "data-b", "code-a"),
         studies.study_fingerprint(tune, base, "data-a", "code-b"),
         studies.study_fingerprint(
-            tune.model_copy(update={"depth": (1,)}), base, "data-a", "code-a"
+            tune.model_copy(update={"search": tune.search.model_copy(update={"depth": (1,)})}),
+            base,
+            "data-a",
+            "code-a",
+        ),
+        studies.study_fingerprint(
+            tune.model_copy(update={"train": tune.train.model_copy(update={"augment": False})}),
+            base,
+            "data-a",
+            "code-a",
         ),
         studies.study_fingerprint(tune, base.model_copy(update={"seed": 1}), "data-a", "code-a"),
     ]
     assert reference not in changed and len(set(changed)) == len(changed)
-    unchanged = tune.model_copy(update={"n_trials": 9, "final_epochs": 5, "warm_start": False})
+    # The trials set their own epochs and steps, so the shared ones leave the search alone.
+    train = tune.train.model_copy(update={"epochs": 99, "steps_per_epoch": 7})
+    unchanged = tune.model_copy(
+        update={"n_trials": 9, "final_epochs": 5, "warm_start": False, "train": train}
+    )
     assert studies.study_fingerprint(unchanged, base, "data-a", "code-a") == reference
     assert studies.full_study_name("unet_tune", reference) == f"unet_tune-{reference}"
     assert studies.full_study_name(f"unet_tune-{reference}", reference) == f"unet_tune-{reference}"
@@ -234,6 +242,38 @@ def test_without_saved_weights_the_final_run_starts_from_scratch(tmp_path, caplo
     files.save_arrays(path, {f"{i:04d}": w for i, w in enumerate(weights)})
     loaded = tuning.trial_weights(study.best_trial, tmp_path)
     assert [w.shape for w in loaded] == [(3, 3, 1, 4), (4,)]
+
+
+def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with():
+    # The default run's best trial (reports/best_params.json) and its final run's config, as
+    # they were before tune_unet took its training settings from the shared train section.
+    tune = config.load_params(ROOT / "params.yaml").tune_unet
+    best = {
+        "base_filters": 16,
+        "depth": 2,
+        "batch_norm": False,
+        "loss": "mse",
+        "learning_rate": 0.0035652586673184067,
+        "batch_size": 16,
+    }
+    common = {
+        "model": "unet",
+        "residual": True,
+        "lr_schedule": "cosine",
+        "crop_size": 48,
+        "fresh_noise": True,
+        "noise_sigma_range": [0.0, 0.2],
+        "augment": True,
+        "jit_compile": False,
+        "precision": "auto",
+        "distribution": "none",
+        "steps_per_execution": 8,
+    }
+    final = tuning.budgeted_config(best, tune, 1, 64, tune.final_epochs, tune.final_budget_tflop)
+    assert config.to_dict(final) == {**common, **best, "epochs": 20, "steps_per_epoch": 560}
+    drawn = {**best, "base_filters": 24, "depth": 3, "loss": "l1", "learning_rate": 0.001}
+    trial = tuning.budgeted_config(drawn, tune, 1, 64, tune.trial_epochs, tune.trial_budget_tflop)
+    assert config.to_dict(trial) == {**common, **drawn, "epochs": 3, "steps_per_epoch": 88}
 
 
 def test_a_trial_budget_becomes_whole_executions_of_the_graph():

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import SMOKE_EXPERIMENT
 from conftest import run_command as run
-from conftest import smoke_copy
 
-from denoiselab import model_store
+from denoiselab import catalogue, serving
 
 MODES = ("gray", "colour")
 
@@ -29,9 +29,9 @@ def stages_run(output):
 
 
 @pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    env = smoke_copy(repo)
+def smoke_repo(smoke_repo):
+    """The smoke copy after its first `dvc repro`, committed, with that repro's output."""
+    repo, env = smoke_repo
     output = run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "first repro"], repo, env)
@@ -46,7 +46,7 @@ def mlflow_client(repo):
 
 
 def runs_by_name(client):
-    experiment = client.get_experiment_by_name("denoiselab")
+    experiment = client.get_experiment_by_name(SMOKE_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     named = {}
     for found in runs:
@@ -90,8 +90,8 @@ def test_the_sweep_scores_every_method_at_every_level_of_each_mode(smoke_repo):
         assert noisy == sorted(noisy, reverse=True)
     # Every model on both kinds of images, as `denoiselab denoise` would run it there.
     for mode in MODES:
-        assert set(model_store.TRAINED_MODELS) <= set(sweep[mode]["0.1"])
-        assert set(sweep["validation"][mode]) == set(model_store.TRAINED_MODELS)
+        assert set(catalogue.MODEL_NAMES) <= set(sweep[mode]["0.1"])
+        assert set(sweep["validation"][mode]) == set(catalogue.MODEL_NAMES)
         # The champion row is the model `denoiselab denoise` uses for that mode: the best
         # on that mode's validation images.
         champion = sweep["champions"][mode]
@@ -130,13 +130,13 @@ def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
     client = mlflow_client(repo)
     named, runs = runs_by_name(client)
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    for name in model_store.TRAINED_MODELS:
+    for name in catalogue.MODEL_NAMES:
         found = named[name]
         assert found.info.status == "FINISHED"
         history = client.get_metric_history(found.info.run_id, "val_loss")
         assert [point.step for point in history] == [1, 2]
         assert {"psnr", "ssim", "val_psnr", "val_ssim_tf"} <= set(found.data.metrics)
-        mode = model_store.MODEL_MODES[name]
+        mode = catalogue.MODELS[name].dataset
         sweep = metrics["sweep"][mode]
         for level in sweep:
             logged = found.data.metrics[f"sweep_{mode}_psnr_{level}"]
@@ -150,8 +150,9 @@ def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
         assert "git_commit" in found.data.tags
         config = json.loads((repo / f"models/{name}/config.json").read_text())
         assert config["mlflow_run_id"] == found.info.run_id
-        # The logged model runs what evaluate scored, on an image of any size.
-        model = mlflow.pyfunc.load_model(config["mlflow_model_uri"])
+        # The model the evaluate stage logged into the run runs what it scored, on an image
+        # of any size.
+        model = mlflow.pyfunc.load_model(found.data.tags[serving.MODEL_URI_TAG])
         denoised = model.predict(np.full((1, 21, 19, channels), 0.5, np.float32))
         assert denoised.shape == (1, 21, 19, channels)
         assert 0.0 <= denoised.min() and denoised.max() <= 1.0
@@ -189,7 +190,9 @@ def test_prepare_and_add_noise_are_byte_reproducible(smoke_repo):
 def test_a_unet_param_experiment_reruns_only_what_it_touches(smoke_repo):
     repo, env, _ = smoke_repo
     output = run(
-        ["dvc", "exp", "run", "-n", "lr-test", "-S", "train_unet.learning_rate=0.0007"], repo, env
+        ["dvc", "exp", "run", "-n", "lr-test", "-S", "++train_unet.learning_rate=0.0007"],
+        repo,
+        env,
     )
     # The classical baselines (BM3D the slowest) depend on the data alone: never rerun here.
     assert stages_run(output) == {"train@unet", "evaluate", "plot"}

@@ -117,10 +117,9 @@ Path("outputs.json").write_text(json.dumps(outputs))
 def test_training_and_inference_work_on_a_cpu_without_avx512(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
-    params["tune_unet"]["crop_size"] = 16
-    params["train_unet_rgb"]["crop_size"] = None
+    params["train"]["crop_size"] = None
     tiny = dict(base_filters=4, depth=2, epochs=2, steps_per_epoch=3, batch_size=8)
-    params["train_unet"].update(tiny, crop_size=None, precision="auto")
+    params["train_unet"].update(tiny, precision="auto")
     params["train_cae"].update(tiny, precision="mixed_bfloat16")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_data(tmp_path)

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from denoiselab import model_store, models, registry, tracking
+from denoiselab import models, registry, selection, serving, tracking
 from denoiselab.config import ModelConfig
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(repo_root):
     """A DVC repository root in tmp_path with the default sqlite store, and a tiny saved model
     folder to log."""
-    import mlflow
-
-    (tmp_path / ".dvc").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
     config = ModelConfig(model="unet", base_filters=2, depth=1)
-    models.save_model_dir(models.build_model(config), config, tmp_path / "folder", {})
+    models.save_model_dir(models.build_model(config), config, repo_root / "folder", {})
     tracking.setup()
-    yield tmp_path
-    mlflow.set_tracking_uri(None)
+    return repo_root
 
 
 def candidate(
@@ -38,7 +31,7 @@ def candidate(
 ) -> registry.Candidate:
     """Logs the tiny model folder as a new run's model; returns it as a candidate."""
     with tracking.model_run(name, "test", {}) as run:
-        info = tracking.log_denoiser_model(root / "folder", channels)
+        info = serving.log_denoiser_model(root / "folder", channels)
     return registry.Candidate(
         name=name,
         run_id=run.info.run_id,
@@ -170,5 +163,5 @@ def test_alias_cache_follows_the_registry(store):
     mlflow.MlflowClient().set_registered_model_alias("denoiselab", "champion", version)
     assert registry.registered_aliases()["champion"] == second.run_id
 
-    source = model_store.locate_model("champion", store, registry.registered_aliases())
-    assert source == model_store.ModelSource("models:/denoiselab@champion", is_mlflow=True)
+    source = selection.locate_model("champion", store, registry.registered_aliases())
+    assert source == selection.ModelSource("models:/denoiselab@champion", is_mlflow=True)

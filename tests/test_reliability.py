@@ -33,8 +33,7 @@ def stage_repo(tmp_path):
     (tmp_path / ".dvc").mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["patch_size"] = 16
-    params["tune_unet"]["crop_size"] = 16
-    params["train_unet_rgb"]["crop_size"] = None
+    params["train"]["crop_size"] = None
     params["train_unet"].update(
         base_filters=4, depth=2, epochs=30, steps_per_epoch=4, batch_size=8, crop_size=None
     )
@@ -208,10 +207,9 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(stage_r
         np.testing.assert_array_equal(array, expected)
 
 
-def test_runs_left_running_by_a_dead_process_are_marked_failed(tmp_path, monkeypatch):
+def test_runs_left_running_by_a_dead_process_are_marked_failed(mlflow_store):
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -226,10 +224,9 @@ def test_runs_left_running_by_a_dead_process_are_marked_failed(tmp_path, monkeyp
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
-def test_a_failing_run_is_marked_failed_with_the_error(tmp_path, monkeypatch):
+def test_a_failing_run_is_marked_failed_with_the_error(mlflow_store):
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.model_run("unet", "train_unet", {"a": 1}):
@@ -251,7 +248,7 @@ import keras, numpy as np
 from denoiselab import models, training
 from denoiselab.config import TrainConfig
 
-training.configure_threads(deterministic=True)
+training.enable_op_determinism(True)
 rng = np.random.default_rng(0)
 clean = rng.random((32, 16, 16, 1)).astype(np.float32)
 config = TrainConfig(base_filters=4, depth=2, epochs=1, steps_per_epoch=4, batch_size=8)
@@ -283,11 +280,10 @@ def test_arrays_are_never_unpickled(tmp_path):
         files.load_arrays(path)
 
 
-def test_a_pruned_trial_run_is_marked_killed_not_failed(tmp_path, monkeypatch):
+def test_a_pruned_trial_run_is_marked_killed_not_failed(mlflow_store):
     import mlflow
     import optuna
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     with pytest.raises(optuna.TrialPruned):
         with tracking.model_run(

@@ -71,20 +71,13 @@ def group_alive(group: int, seconds: float = 30.0) -> bool:
 
 
 @pytest.fixture
-def champion(tmp_path, monkeypatch):
+def champion(repo_root):
     """A tiny U-Net saved as `dvc repro` saves it, logged and crowned denoiselab@champion in
     a temporary sqlite store, as the evaluate stage registers it."""
-    (tmp_path / ".dvc").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
     keras.utils.set_random_seed(0)
     config = ModelConfig(model="unet", base_filters=4, depth=2)
-    register_champion(models.build_model(config), config, tmp_path / "trained", name="unet")
-    yield tracking.tracking_uri()
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
+    register_champion(models.build_model(config), config, repo_root / "trained", name="unet")
+    return tracking.tracking_uri()
 
 
 @pytest.mark.slow

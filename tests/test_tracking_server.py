@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_command, smoke_copy
+from conftest import SMOKE_EXPERIMENT, run_command
 
-from denoiselab import model_store
+from denoiselab import catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -63,10 +63,9 @@ def tracking_server(tmp_path):
     log.close()
 
 
-def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, tmp_path_factory):
+def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, smoke_repo):
     uri, server_dir = tracking_server
-    repo = tmp_path_factory.mktemp("server-repo")
-    env = smoke_copy(repo)
+    repo, env = smoke_repo
     env["MLFLOW_TRACKING_URI"] = uri
     run_command(["dvc", "repro"], repo, env)
     assert not (repo / "mlflow.db").exists()
@@ -75,13 +74,13 @@ def test_smoke_pipeline_tracks_to_a_real_server(tracking_server, tmp_path_factor
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name("denoiselab")
+    experiment = client.get_experiment_by_name(SMOKE_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     names = {found.info.run_name for found in runs}
-    assert {*model_store.TRAINED_MODELS, "unet_tune"} <= names
+    assert {*catalogue.MODEL_NAMES, "unet_tune"} <= names
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for found in runs:
-        if found.info.run_name in model_store.GRAY_MODELS:
+        if found.info.run_name in catalogue.GRAY_MODELS:
             assert found.data.metrics["psnr"] == pytest.approx(
                 metrics[found.info.run_name]["psnr"], abs=1e-3
             )

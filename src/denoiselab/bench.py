@@ -24,7 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import classical, evaluation, files, metrics, model_store, models, noise, training
+from denoiselab import (
+    catalogue,
+    classical,
+    files,
+    images,
+    metrics,
+    model_store,
+    models,
+    noise,
+    paths,
+    scoring,
+    training,
+)
 from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
 
 
@@ -108,7 +120,7 @@ def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dic
     probe = (
         "import json, sys; from denoiselab import bench, training; "
         "from denoiselab.config import TrainConfig; "
-        "training.configure_threads(sys.argv[1] == '1'); "
+        "training.enable_op_determinism(sys.argv[1] == '1'); "
         "config = TrainConfig(**json.loads(sys.argv[2])); "
         "rows, _ = bench.training_throughput("
         "{'m': config}, int(sys.argv[3]), int(sys.argv[4]), repeats=1); "
@@ -211,7 +223,8 @@ def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
     """Whole-process wall time of ``denoiselab denoise`` on one image, start-up included."""
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "photo.png"
-        files.write_png(source, (image[..., 0] * 255).round().astype(np.uint8))
+        pixels = (image[..., 0] * 255).round().astype(np.uint8)
+        images.write_png(source, images.DecodedImage(pixels))
         command = [
             sys.executable,
             "-m",
@@ -235,9 +248,9 @@ def denoise_process_seconds(model_dir: Path, image: np.ndarray) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=Path("data/gray/prepared"))
-    parser.add_argument("--noisy", type=Path, default=Path("data/gray/noisy"))
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--prepared", type=Path, default=paths.prepared_folder("gray"))
+    parser.add_argument("--noisy", type=Path, default=paths.noisy_folder("gray"))
+    parser.add_argument("--models", type=Path, default=Path(paths.MODELS_FOLDER))
     parser.add_argument(
         "--classical",
         type=Path,
@@ -257,14 +270,14 @@ def main() -> None:
         "methods": {},
     }
     scores, _ = metrics.score_denoiser(lambda image: image, clean, noisy)
-    report["methods"]["noisy"] = evaluation.summary_row(scores)
+    report["methods"]["noisy"] = scoring.summary_row(scores)
     sections = {"cae": params.train_cae, "unet": params.train_unet}
     configs = {}
-    for name in model_store.GRAY_MODELS:
-        info = files.read_json(args.models / name / "config.json")
+    for name in catalogue.GRAY_MODELS:
+        info = files.read_json(args.models / name / model_store.CONFIG_FILE)
         denoiser = model_store.load_folder(args.models / name)
-        scores, _ = metrics.score_denoiser(evaluation.model_denoiser(denoiser), clean, noisy)
-        report["methods"][name] = evaluation.summary_row(scores)
+        scores, _ = metrics.score_denoiser(scoring.model_denoiser(denoiser), clean, noisy)
+        report["methods"][name] = scoring.summary_row(scores)
         configs[name] = sections.get(name) or TrainConfig(**info["train_config"])
         print(name, report["methods"][name], flush=True)
     print("training throughput (interleaved with a float32 matmul, best of 3)...", flush=True)
@@ -285,9 +298,9 @@ def main() -> None:
         else:
             settings = classical.param_grid(method, params.classical, sigma)[0]
         scores, _ = metrics.score_denoiser(
-            evaluation.classical_denoiser(method, sigma, settings), clean, noisy
+            scoring.classical_denoiser(method, sigma, settings), clean, noisy
         )
-        report["methods"][method] = {**evaluation.summary_row(scores), "params": settings}
+        report["methods"][method] = {**scoring.summary_row(scores), "params": settings}
         print(method, report["methods"][method], flush=True)
     report["determinism"] = determinism_cost(
         params.train_unet, channels, params.prepare.patch_size

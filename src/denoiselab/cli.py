@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from denoiselab import paths
 from denoiselab.config import CLASSICAL_METHODS
 from denoiselab.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from denoiselab import model_store
+    from denoiselab import model_store, selection
 
 DENOISE_DESCRIPTION = """\
 Denoises images and writes each as OUTDIR/<name>.png with the input's size, colour mode
@@ -86,25 +87,25 @@ def _import_keras() -> None:
 
 def _load(spec: str, aliases: dict[str, str] | None = None) -> model_store.Denoiser:
     """Resolves and loads one ``--model``; asks the registry only for an alias name."""
-    from denoiselab import model_store, registry, tracking
+    from denoiselab import registry, selection
 
     if aliases is None:
-        aliases = registry.registered_aliases() if spec in model_store.ALIASES else {}
-    source = model_store.locate_model(spec, tracking.repo_root(), aliases)
+        aliases = registry.registered_aliases() if spec in selection.ALIASES else {}
+    source = selection.locate_model(spec, paths.repo_root(), aliases)
     if source.note:
         print(f"denoiselab: {source.note}", file=sys.stderr)
     return _load_source(source)
 
 
-def _load_source(source: model_store.ModelSource) -> model_store.Denoiser:
+def _load_source(source: selection.ModelSource) -> model_store.Denoiser:
     """Loads a located model, importing Keras only when the model needs it."""
-    from denoiselab import model_store
+    from denoiselab import selection
 
-    if not model_store.runs_without_keras(source):
+    if not selection.runs_without_keras(source):
         _import_keras()
     # MLflow's download bar would sit above ours; a model loads from a local store in a blink.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return model_store.load_denoiser(source)
+    return selection.load_denoiser(source)
 
 
 def _image_channels(pixels: np.ndarray) -> int:
@@ -115,8 +116,9 @@ def _image_channels(pixels: np.ndarray) -> int:
 
 class _ChampionsByMode:
     """The model for each image when ``--model`` is not given: the champion of the image's
-    mode (``registry.CHAMPIONS``), located and loaded the first time an image of that mode
-    needs it, so a folder of grayscale images never touches the colour model.
+    mode (see :func:`denoiselab.selection.choose_champion`), located and loaded the first time
+    an image of that mode needs it, so a folder of grayscale images never touches the colour
+    model.
 
     ``report`` gets one line per mode, the first time an image of that mode comes, naming
     the model that denoises its images. Colour images fall back to the grayscale champion,
@@ -127,7 +129,7 @@ class _ChampionsByMode:
     def __init__(self, report: Callable[[str], None]) -> None:
         self._report = report
         self._registry: tuple[Path, dict[str, str]] | None = None
-        self._champions: dict[int, tuple[model_store.ModelSource, model_store.Denoiser]] = {}
+        self._champions: dict[str, tuple[selection.ModelSource, model_store.Denoiser]] = {}
         self._by_mode: dict[int, model_store.Denoiser] = {}
 
     def for_pixels(self, pixels: np.ndarray) -> model_store.Denoiser:
@@ -138,46 +140,49 @@ class _ChampionsByMode:
         return self._by_mode[channels]
 
     def _choose(self, channels: int) -> model_store.Denoiser:
-        from denoiselab import model_store, registry
+        from denoiselab import model_store, registry, selection
 
         root, aliases = self._root_and_aliases()
-        alias, mode = registry.CHAMPIONS[channels], MODE_NAMES[channels]
-        if channels == 1 or model_store.has_model(alias, root, aliases):
-            source, denoiser = self._champion(channels)
+        choice = selection.choose_champion(
+            channels, aliases, lambda name: model_store.has_folder(root, name)
+        )
+        source, denoiser = self._champion(choice.alias)
+        mode = MODE_NAMES[channels]
+        if choice.borrowed:
+            alias = registry.CHAMPIONS[channels]
+            folder = selection.fallback_folder(alias, root)
+            self._report(
+                f"denoiselab: {mode} images: no {alias} in the MLflow model registry and no "
+                f"{folder}; using the grayscale model on each colour channel ({source.location})"
+            )
+        else:
             # A fallback's note names the folder and says why; otherwise the alias and where
             # its model was loaded from.
-            used = source.note or f"{alias} ({source.location})"
+            used = source.note or f"{choice.alias} ({source.location})"
             self._report(f"denoiselab: {mode} images: {used}")
-            return denoiser
-        source, denoiser = self._champion(1)
-        folder = root / model_store.MODELS_FOLDER / model_store.CHAMPION_FALLBACKS[alias]
-        self._report(
-            f"denoiselab: {mode} images: no {alias} in the MLflow model registry and no "
-            f"{folder}; using the grayscale model on each colour channel ({source.location})"
-        )
         return denoiser
 
-    def _champion(self, channels: int) -> tuple[model_store.ModelSource, model_store.Denoiser]:
-        """The champion of ``channels`` channels, located and loaded at most once."""
-        from denoiselab import model_store, registry
+    def _champion(self, alias: str) -> tuple[selection.ModelSource, model_store.Denoiser]:
+        """The model of champion alias ``alias``, located and loaded at most once."""
+        from denoiselab import selection
 
-        if channels not in self._champions:
+        if alias not in self._champions:
             root, aliases = self._root_and_aliases()
-            source = model_store.locate_model(registry.CHAMPIONS[channels], root, aliases)
-            self._champions[channels] = (source, _load_source(source))
-        return self._champions[channels]
+            source = selection.locate_model(alias, root, aliases)
+            self._champions[alias] = (source, _load_source(source))
+        return self._champions[alias]
 
     def _root_and_aliases(self) -> tuple[Path, dict[str, str]]:
         """The repository root and the registry's aliases, asked once, when first needed."""
-        from denoiselab import registry, tracking
+        from denoiselab import registry
 
         if self._registry is None:
-            self._registry = (tracking.repo_root(), registry.registered_aliases())
+            self._registry = (paths.repo_root(), registry.registered_aliases())
         return self._registry
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    from denoiselab import denoise, files, images
+    from denoiselab import denoise, images
 
     jobs, problems = images.plan_jobs(args.inputs, args.output_dir)
     for problem in problems:
@@ -199,7 +204,7 @@ def _denoise(args: argparse.Namespace) -> int:
         for job in progress:
             try:
                 image = images.read_image(job.source)
-            except files.ImageReadError as error:
+            except images.ImageReadError as error:
                 report(f"error: {error}")
                 failures += 1
                 continue
@@ -217,31 +222,31 @@ def _denoise(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     _import_keras()
-    from denoiselab import evaluation, files, images, model_store, registry, tracking
+    from denoiselab import files, images, registry, scoring, selection
 
-    paths = files.list_images(args.images) if args.images.is_dir() else []
-    if not paths:
+    found = images.list_images(args.images) if args.images.is_dir() else []
+    if not found:
         raise UserError(f"{args.images}: not a folder of PNG, JPEG, TIFF or BMP images")
     clean, failures = {}, 0
-    for path in paths:
+    for path in found:
         try:
-            clean[path.name] = files.to_float(images.read_image(path).pixels)
-        except files.ImageReadError as error:
+            clean[path.name] = images.to_float(images.read_image(path).pixels)
+        except images.ImageReadError as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
     if not clean:
         return 1
     specs = args.models or []
     aliases = None
-    if not specs or any(spec in model_store.ALIASES for spec in specs):
+    if not specs or any(spec in selection.ALIASES for spec in specs):
         aliases = registry.registered_aliases()
     if not specs:
-        specs = model_store.default_evaluation_models(tracking.repo_root(), aliases)
+        specs = selection.default_evaluation_models(paths.repo_root(), aliases)
     denoisers = {spec: _load(spec, aliases or {}) for spec in dict.fromkeys(specs)}
-    results = evaluation.score_models(
+    results = scoring.score_models(
         clean, denoisers, args.sigma, args.seed, args.tile_size, tuple(args.classical)
     )
-    print(evaluation.format_scores(results))
+    print(scoring.format_scores(results))
     if args.json:
         report = {
             "sigma": args.sigma,
@@ -259,12 +264,12 @@ def _tune_worker(args: argparse.Namespace) -> int:
     if args.storage is not None and not is_storage(args.storage):
         raise UserError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
     _import_keras()
-    from denoiselab import runner, studies, tracking, tuning
+    from denoiselab import runner, studies, tuning
 
     params = load_params(args.params)
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
-    root = tracking.repo_root()
+    root = paths.repo_root()
     try:
         study = tuning.study_for(
             tune, base, data["manifest"]["data_hash"], root, args.storage, args.study
@@ -376,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--study", help="study name (default: tune_unet.study_name)")
     worker.add_argument("--params", default="params.yaml")
     # The folders dvc.yaml passes to the tune_unet stage.
-    worker.add_argument("--prepared", type=Path, default=Path("data/gray/prepared"))
-    worker.add_argument("--noisy", type=Path, default=Path("data/gray/noisy"))
+    worker.add_argument("--prepared", type=Path, default=paths.prepared_folder("gray"))
+    worker.add_argument("--noisy", type=Path, default=paths.noisy_folder("gray"))
     worker.add_argument(
         "--n-trials",
         type=_positive_int,

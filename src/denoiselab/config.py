@@ -3,6 +3,10 @@
 Each section of params.yaml is parsed once into a frozen pydantic model. Unknown keys, wrong
 types and out-of-range values raise ``UserError`` (a ``ValueError``) with one line naming the
 dotted key, so a typo fails in seconds instead of after an hour of training.
+
+Training settings are written once: the ``train`` section holds what every trained model
+shares, and each ``train_<model>`` section and ``tune_unet.train`` hold only what differs.
+Parsing merges them, so every :class:`TrainConfig` here is the resolved one a model trains with.
 """
 
 from __future__ import annotations
@@ -30,12 +34,11 @@ Mode = Literal["gray", "colour"]
 MODE_CHANNELS = {"gray": 1, "colour": 3}
 LrSchedule = Literal["constant", "cosine"]
 Distribution = Literal["none", "mirrored", "multi_worker"]
-ARCHITECTURES = typing.get_args(Architecture)
-LOSS_NAMES = typing.get_args(Loss)
-PRECISIONS = typing.get_args(Precision)
 CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
-LR_SCHEDULES = typing.get_args(LrSchedule)
-DISTRIBUTIONS = typing.get_args(Distribution)
+# Each section named train_<model> trains one model of dvc.yaml's train stage (the catalogue,
+# denoiselab.catalogue, lists them). Parsing knows them by this prefix rather than from the
+# catalogue, so that no training stage depends on the catalogue's labels and colours.
+MODEL_SECTION_PREFIX = "train_"
 # Optuna storages: an RDB URL (sqlite for one machine, PostgreSQL or MySQL for several) or a
 # journal file, which several processes on one machine (or a shared disk) can append to.
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -165,28 +168,31 @@ class AddNoiseConfig(Section):
     sweep: SweepConfig = SweepConfig()
 
 
-class ModelConfig(Section):
+class NetworkConfig(Section):
+    """The network's shape, which a model's config and its training config share: a field
+    added here is set in params.yaml's training sections and saved with every model."""
+
+    model: Architecture = "unet"
+    base_filters: Filters = 16
+    depth: Depth = 3
+    residual: bool = True
+    batch_norm: bool = False
+
+
+class ModelConfig(NetworkConfig):
     """Everything needed to rebuild a model; saved next to its weights.
 
     ``precision`` may be ``auto`` while training is set up; a saved config.json records the
     precision the model was trained in.
     """
 
-    model: Architecture = "unet"
-    base_filters: Filters = 16
-    depth: Depth = 3
-    residual: bool = True
-    batch_norm: bool = False
     channels: Channels = 1
     precision: Precision = "float32"
 
 
-class TrainConfig(Section):
-    model: Architecture = "unet"
-    base_filters: Filters = 16
-    depth: Depth = 3
-    residual: bool = True
-    batch_norm: bool = False
+class TrainConfig(NetworkConfig):
+    """How one model is trained: its network and everything that shapes its training."""
+
     loss: Loss = "mse"
     learning_rate: Annotated[float, interval(0, 1, True, True)] = 1e-3
     lr_schedule: LrSchedule = "cosine"
@@ -216,39 +222,57 @@ class TrainConfig(Section):
         return self
 
     def architecture(self, channels: int) -> ModelConfig:
-        """The model this section trains, for images of ``channels`` channels."""
-        fields = ("model", "base_filters", "depth", "residual", "batch_norm", "precision")
-        return ModelConfig(channels=channels, **{key: getattr(self, key) for key in fields})
+        """The model this config trains, for images of ``channels`` channels: every other field
+        of :class:`ModelConfig` comes from here."""
+        shared = ModelConfig.model_fields.keys() - {"channels"}
+        return ModelConfig(channels=channels, **self.model_dump(include=shared))
+
+
+class SearchConfig(Section):
+    """The search space: each trial draws these keys of its training config, the learning rate
+    log-uniformly from [low, high], the others from their lists of choices."""
+
+    learning_rate: ListOf[float] = (3e-4, 3e-3)
+    base_filters: ChoicesOf[Filters] = (16, 24, 32)
+    depth: ChoicesOf[Depth] = (2, 3)
+    batch_size: ChoicesOf[Positive] = (16, 32)
+    loss: ChoicesOf[Loss] = ("mse", "l1")
+    batch_norm: ChoicesOf[bool] = (False,)
+
+
+# Training keys every trial and the final run set themselves: the epochs from trial_epochs or
+# final_epochs, the steps per epoch from the compute budget; the rest of SearchConfig is drawn.
+TRIAL_SET_KEYS = ("epochs", "steps_per_epoch")
 
 
 class TuneConfig(Section):
     n_trials: Positive = 8
     trial_epochs: Positive = 3
     trial_budget_tflop: PositiveNumber = 5.0
-    learning_rate: ListOf[float] = (3e-4, 3e-3)
-    base_filters: ChoicesOf[Filters] = (16, 24, 32)
-    depth: ChoicesOf[Depth] = (2, 3)
-    batch_size: ChoicesOf[Positive] = (16, 32)
-    # The tuned U-Net is residual, which rules out bce.
-    loss: ChoicesOf[Literal["mse", "l1"]] = ("mse", "l1")
-    batch_norm: ChoicesOf[bool] = (False,)
-    crop_size: int | None = 48
-    noise_sigma_range: NoiseRange | None = None
+    search: SearchConfig = SearchConfig()
     final_epochs: Positive = 20
     final_budget_tflop: PositiveNumber = 80.0
     warm_start: bool = True
     storage: str | None = None
     study_name: str = "unet_tune"
-    jit_compile: bool = False
-    precision: Precision = "auto"
-    steps_per_execution: Positive = 1
+    # The training config of the trials and the final run, before the drawn keys and those of
+    # TRIAL_SET_KEYS are set; params.yaml's train, with tune_unet.train's changes.
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:
-        rate = self.learning_rate
+        rate = self.search.learning_rate
         if len(rate) != 2 or not 0 < rate[0] <= rate[1] < 1:
-            _refuse("learning_rate", "must be [low, high] with 0 < low <= high < 1", rate)
-        _require_divisible("crop_size", self.crop_size, self.depth)
+            rule = "must be [low, high] with 0 < low <= high < 1"
+            _refuse("search.learning_rate", rule, rate)
+        if "bce" in self.search.loss and self.train.residual:
+            rule = "may not hold 'bce' while train.residual is true (bce needs outputs in [0, 1])"
+            _refuse("search.loss", rule, self.search.loss)
+        for depth in self.search.depth:
+            crop = self.train.crop_size
+            if crop is not None and crop % 2**depth:
+                rule = f"must be divisible by 2**depth = {2**depth} for every search.depth choice"
+                _refuse("train.crop_size", rule, crop)
         if self.storage is not None and not is_storage(self.storage):
             _refuse("storage", STORAGE_RULE, self.storage)
         if not self.study_name.strip():
@@ -275,42 +299,83 @@ class PlotConfig(Section):
     dpi: Annotated[int, Field(ge=30)] = 110
 
 
-# The training stages' sections: each trains one model on one mode's data.
-TRAIN_SECTIONS = {"train_cae": "gray", "train_unet": "gray", "train_unet_rgb": "colour"}
-
-
 class Params(Section):
+    """The whole params file: the sections below, plus one ``train_<model>`` section
+    (a :class:`TrainConfig`) per model of dvc.yaml's train stage."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, TrainConfig] = Field(init=False)
+
     base: BaseConfig = BaseConfig()
     prepare: PrepareConfig = PrepareConfig()
     add_noise: AddNoiseConfig = AddNoiseConfig()
-    train_cae: TrainConfig = TrainConfig()
-    train_unet: TrainConfig = TrainConfig()
-    train_unet_rgb: TrainConfig = TrainConfig()
+    train: TrainConfig = TrainConfig()
     tune_unet: TuneConfig = TuneConfig()
     classical: ClassicalConfig = ClassicalConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     plot: PlotConfig = PlotConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_train(cls, raw: Any) -> Any:
+        """Merges each model's section and tune_unet.train over ``train``. The ``train`` field
+        is validated first, so a bad shared value is named as ``train.<key>``."""
+        if not isinstance(raw, dict):
+            return raw
+        for name in raw:
+            if name not in cls.model_fields and not name.startswith(MODEL_SECTION_PREFIX):
+                raise PydanticCustomError("unknown_section", "unknown section", {"name": name})
+        shared = raw.get("train", {})
+        tune = raw.get("tune_unet", {})
+        if not isinstance(shared, dict) or not isinstance(tune, dict):
+            return raw
+        resolved = dict(raw)
+        for name, own in raw.items():
+            if name.startswith(MODEL_SECTION_PREFIX) and isinstance(own, dict):
+                resolved[name] = {**shared, **own}
+        own = tune.get("train") or {}
+        if isinstance(own, dict):
+            for key in own:
+                if key in TRIAL_SET_KEYS or key in SearchConfig.model_fields:
+                    rule = "is set by each trial (tune_unet.search and trial_epochs/final_epochs)"
+                    _refuse(f"tune_unet.train.{key}", rule, own[key])
+            resolved["tune_unet"] = {**tune, "train": {**shared, **own}}
+        return resolved
+
+    @property
+    def model_sections(self) -> dict[str, TrainConfig]:
+        """The resolved training config of each ``train_<model>`` section, by section name."""
+        return dict(self.model_extra or {})
+
+    def model_section(self, name: str) -> TrainConfig:
+        sections = self.model_sections
+        if name not in sections:
+            raise UserError(
+                f"params.yaml: no model section {name!r}; there are {', '.join(sections)}"
+            )
+        return sections[name]
 
     @model_validator(mode="after")
     def _check(self) -> Params:
         """Checks that need more than one section."""
         patch = self.prepare.patch_size
         exceeds = f"must not exceed prepare.patch_size = {patch}"
-        for section in TRAIN_SECTIONS:
-            train = getattr(self, section)
+        for section, train in self.model_sections.items():
             if (train.crop_size or patch) > patch:
                 _refuse(f"{section}.crop_size", exceeds, train.crop_size)
             if patch % 2**train.depth:
                 rule = f"must be divisible by 2**{section}.depth = {2**train.depth}"
                 _refuse("prepare.patch_size", rule, patch)
-        for depth in self.tune_unet.depth:
+        for depth in self.tune_unet.search.depth:
             if patch % 2**depth:
                 rule = (
-                    f"must be divisible by 2**depth = {2**depth} for every tune_unet.depth choice"
+                    f"must be divisible by 2**depth = {2**depth} for every "
+                    "tune_unet.search.depth choice"
                 )
                 _refuse("prepare.patch_size", rule, patch)
-        if (self.tune_unet.crop_size or 0) > patch:
-            _refuse("tune_unet.crop_size", exceeds, self.tune_unet.crop_size)
+        crop = self.tune_unet.train.crop_size
+        if (crop or 0) > patch:
+            _refuse("tune_unet.train.crop_size", exceeds, crop)
         return self
 
 
@@ -336,14 +401,17 @@ def _user_error(error: pydantic.ValidationError, model: type[BaseModel], source:
     kind, ctx = problem["type"], problem.get("ctx", {})
     path = [*problem["loc"], *filter(None, ctx.get("key", "").split("."))]
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)[1:]
+    if kind == "unknown_section":
+        allowed = [*Params.model_fields, f"{MODEL_SECTION_PREFIX}<model>"]
+        return UserError(
+            f"{source}: unknown section {ctx['name']!r}; allowed sections: {', '.join(allowed)}"
+        )
     if kind == "extra_forbidden":
         for part in path[:-1]:
-            model = model.model_fields[part].annotation
+            # A model's section is no field of Params: an extra, validated as a TrainConfig.
+            field = model.model_fields.get(part)
+            model = field.annotation if field is not None else TrainConfig
         allowed = list(model.model_fields)
-        if model is Params:
-            return UserError(
-                f"{source}: unknown section {path[-1]!r}; allowed sections: {', '.join(allowed)}"
-            )
         return UserError(
             f"{source}: unknown key {key}; allowed keys: {', '.join(sorted(allowed))}"
         )
@@ -398,3 +466,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def to_dict(config: BaseModel) -> dict[str, Any]:
     """Plain-dict form of a config, lists instead of tuples, for JSON and MLflow."""
     return config.model_dump(mode="json")
+
+
+def flat_dict(config: BaseModel, prefix: str) -> dict[str, Any]:
+    """:func:`to_dict` with every leaf under a dotted key starting with ``prefix``, for MLflow
+    params (``train.learning_rate``, ``tune.search.depth``)."""
+
+    def leaves(values: dict[str, Any], path: str) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                flat.update(leaves(value, f"{path}.{key}"))
+            else:
+                flat[f"{path}.{key}"] = value
+        return flat
+
+    return leaves(to_dict(config), prefix)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import files
+from denoiselab import files, images
 from denoiselab.config import PrepareConfig
 from denoiselab.errors import UserError
 
@@ -62,7 +62,7 @@ def source_paths(config: PrepareConfig) -> dict[str, Path]:
     folder = Path(config.folder)
     if not folder.is_dir():
         raise UserError(f"params.yaml: prepare.folder {str(folder)!r} is not a folder")
-    paths = files.list_images(folder)
+    paths = images.list_images(folder)
     if not paths:
         raise UserError(
             f"params.yaml: prepare.folder {str(folder)!r} holds no PNG/JPEG/TIFF/BMP images"
@@ -95,13 +95,13 @@ def load_sources(config: PrepareConfig, channels: int, colour_only: bool = False
     to float [0, 1] and to ``channels`` per docs/protocol.md. With ``colour_only`` the
     grayscale images are left out (the colour dataset learns from colour photographs only).
     """
-    images: dict[str, np.ndarray] = {}
+    loaded: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
     skipped: list[dict[str, str]] = []
     for name, path in source_paths(config).items():
         try:
-            raw = files.read_image_raw(path)
-        except files.ImageReadError as error:
+            raw = images.read_image_raw(path)
+        except images.ImageReadError as error:
             if config.on_bad_image == "fail":
                 raise
             log.warning("skipping %s", error)
@@ -109,9 +109,9 @@ def load_sources(config: PrepareConfig, channels: int, colour_only: bool = False
             continue
         if colour_only and not is_colour(raw):
             continue
-        images[name] = files.to_channels(files.to_float(raw), channels)
+        loaded[name] = images.to_channels(images.to_float(raw), channels)
         hashes[name] = files.sha256_of_file(path)
-    return SourceImages(images=images, file_hashes=hashes, skipped=skipped)
+    return SourceImages(images=loaded, file_hashes=hashes, skipped=skipped)
 
 
 def split_names(

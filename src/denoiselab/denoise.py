@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from denoiselab import files, inference, model_store
+from denoiselab import images, inference, model_store
 from denoiselab.errors import UserError
 
 
@@ -55,7 +55,7 @@ def denoise_pixels(
         raise UserError(f"expected HW or HWC pixels with 1-4 channels, got {pixels.shape}")
     has_alpha = planes.shape[-1] in (2, 4)
     colour = planes[..., :-1] if has_alpha else planes
-    denoised = denoise_values(denoiser, files.to_float(colour), tile_size)
+    denoised = denoise_values(denoiser, images.to_float(colour), tile_size)
     scale = np.iinfo(pixels.dtype).max
     result = np.round(np.clip(denoised, 0.0, 1.0) * scale).astype(pixels.dtype)
     if has_alpha:

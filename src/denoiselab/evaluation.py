@@ -1,177 +1,32 @@
-"""Scoring denoisers on whole noisy images, per docs/protocol.md: the one place that turns
-denoised images into the PSNR/SSIM figures the reports, MLflow and the registry hold."""
+"""The evaluate stage's work: every trained model scored on both datasets at every noise level
+(through :mod:`denoiselab.scoring`), logged into its own training run as the pyfunc MLflow
+serves, registered, the champions settled on validation, and the reports built from the scores.
+
+The reference level is ``base.noise_sigma`` (0.1, the level of the original notebook this
+project grew from): the first comparison table, gray models against the classical baselines,
+is taken there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from denoiselab import (
-    classical,
-    denoise,
+    catalogue,
     files,
-    inference,
-    metrics,
     model_store,
     noise,
+    paths,
     registry,
+    scoring,
+    selection,
+    serving,
+    tracking,
 )
-from denoiselab.config import MODE_CHANNELS
 from denoiselab.errors import UserError
-
-
-def model_denoiser(
-    denoiser: model_store.Denoiser, tile_size: int = inference.DEFAULT_TILE
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The denoising users get from ``denoiselab denoise`` with this model, as a function of
-    one HWC float32 image in [0, 1]."""
-    # One warm-up call so the timing excludes graph building, as a long-running user sees it.
-    size = 2**denoiser.depth
-    denoiser.model(np.zeros((1, size, size, denoiser.channels), np.float32), training=False)
-    return lambda image: denoise.denoise_values(denoiser, image, tile_size)
-
-
-def classical_denoiser(
-    method: str, sigma: float, settings: dict
-) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda image: classical.DENOISERS[method](image, sigma, **settings)
-
-
-def summary_row(scores: dict) -> dict:
-    """The part of a method's scores that goes into reports/metrics.json."""
-    return {
-        "psnr": round(scores["psnr"], 4),
-        "ssim": round(scores["ssim"], 4),
-        "seconds_per_megapixel": round(scores.get("seconds_per_megapixel", 0.0), 4),
-    }
-
-
-def score_models(
-    clean: dict[str, np.ndarray],
-    denoisers: dict[str, model_store.Denoiser],
-    sigma: float,
-    seed: int,
-    tile_size: int = inference.DEFAULT_TILE,
-    classical_methods: tuple[str, ...] = (),
-) -> dict[str, dict]:
-    """PSNR/SSIM of each model on noisy copies of clean images, per docs/protocol.md.
-
-    ``clean`` maps names to HW/HWC float images in [0, 1]. Each model sees them converted to
-    its channels (rgb2gray, alpha dropped) with noise drawn per image as the add_noise stage
-    draws it. Returns ``{"noisy": scores, model: scores, ...}`` (mean and per image), with one
-    noisy row per channel count when the models differ. Each of ``classical_methods`` (see
-    :mod:`denoiselab.classical`) is scored on the same noisy pixels as the models, under a
-    label with the channel count when the models differ.
-    """
-    results = {}
-    channel_counts = sorted({denoiser.channels for denoiser in denoisers.values()})
-    for channels in channel_counts:
-        converted = {name: files.to_channels(image, channels) for name, image in clean.items()}
-        noisy = noise.noisy_images(converted, sigma, seed)
-        label = "noisy" if len(channel_counts) == 1 else f"noisy ({channels} channels)"
-        results[label], _ = metrics.score_denoiser(lambda image: image, converted, noisy)
-        for name, denoiser in denoisers.items():
-            if denoiser.channels == channels:
-                run = model_denoiser(denoiser, tile_size)
-                results[name], _ = metrics.score_denoiser(run, converted, noisy)
-        for method in classical_methods:
-            run = classical_denoiser(method, sigma, classical.settings_for(method, sigma))
-            suffix = "" if len(channel_counts) == 1 else f" ({channels} channels)"
-            results[f"{method}{suffix}"], _ = metrics.score_denoiser(run, converted, noisy)
-    return results
-
-
-def format_scores(results: dict[str, dict]) -> str:
-    """A text table: one row per image and a mean row, one "PSNR / SSIM" column per method."""
-    methods = list(results)
-    images = list(next(iter(results.values()))["per_image"])
-    rows = [["image", *methods]]
-    for image in images:
-        rows.append([image, *(_cell(results[method]["per_image"][image]) for method in methods)])
-    rows.append(["mean", *(_cell(results[method]) for method in methods)])
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines) + "\n\nPSNR in dB / SSIM"
-
-
-def _cell(scores: dict) -> str:
-    return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """One dataset's whole test and validation images (name -> HWC float32 in [0, 1]), clean
-    and at each noise level (keyed by :func:`noise.level_key`), as the add_noise stage drew it."""
-
-    channels: int
-    data_hash: str
-    test: dict[str, np.ndarray]
-    val: dict[str, np.ndarray]
-    noisy_test: dict[str, dict[str, np.ndarray]]
-    noisy_val: dict[str, dict[str, np.ndarray]]
-
-
-def load_dataset(folder: Path, levels: tuple[float, ...]) -> Dataset:
-    """Reads ``folder``/prepared and ``folder``/noisy (the layout dvc.yaml gives each dataset)
-    at ``levels``; a missing level names the file and the stage that writes it."""
-    manifest = files.read_json(folder / "prepared" / "manifest.json")
-    noisy_test, noisy_val = {}, {}
-    for level in levels:
-        level_folder = folder / "noisy" / noise.LEVELS_FOLDER / noise.level_key(level)
-        if not level_folder.is_dir():
-            raise UserError(
-                f"{level_folder}: no noisy images at sigma {noise.level_key(level)}; "
-                f"run `dvc repro` (the add_noise stage writes them)"
-            )
-        noisy_test[noise.level_key(level)] = files.load_arrays(level_folder / "test.npz")
-        noisy_val[noise.level_key(level)] = files.load_arrays(level_folder / "val_images.npz")
-    return Dataset(
-        channels=int(manifest["channels"]),
-        data_hash=manifest["data_hash"],
-        test=files.load_arrays(folder / "prepared" / "test.npz"),
-        val=files.load_arrays(folder / "prepared" / "val_images.npz"),
-        noisy_test=noisy_test,
-        noisy_val=noisy_val,
-    )
-
-
-def score_levels(
-    denoise_image: Callable[[np.ndarray], np.ndarray],
-    dataset: Dataset,
-    val_levels: tuple[float, ...],
-) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float | None]:
-    """Scores one denoiser at every noise level of ``dataset``.
-
-    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them), the
-    denoised test images per level, and the mean PSNR on the whole validation images over
-    ``val_levels`` (None without levels): the one number models are chosen by, so that the
-    champion is the best across the levels users meet, never judged on the test split.
-    """
-    scores, outputs = {}, {}
-    for level in dataset.noisy_test:
-        scores[level], outputs[level] = metrics.score_denoiser(
-            denoise_image, dataset.test, dataset.noisy_test[level]
-        )
-    val_psnr = [
-        metrics.score_denoiser(
-            denoise_image, dataset.val, dataset.noisy_val[noise.level_key(level)]
-        )
-        for level in val_levels
-    ]
-    if not val_psnr:
-        return scores, outputs, None
-    return scores, outputs, float(np.mean([row["psnr"] for row, _ in val_psnr]))
-
-
-def levels_tag(levels: tuple[float, ...]) -> str:
-    """The validation levels a score was taken over, as the registry's tags record them."""
-    return ",".join(noise.level_key(level) for level in sorted(levels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,24 +35,169 @@ class Champion:
     None) or a registered version from an earlier run, loaded from ``source``."""
 
     label: str
-    source: model_store.ModelSource | None = None
+    source: selection.ModelSource | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRun:
+    """What one model's training run gets from the evaluation: its test scores at the
+    reference level and its validation PSNR, both on its own dataset, and its test scores per
+    mode and level of the sweep."""
+
+    run_id: str
+    test_scores: dict
+    val_psnr: float | None
+    sweep: dict[str, dict[str, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """The evaluate stage's outputs: reports/metrics.json, reports/per_image.json, the
+    denoised gray test images at the reference level (``data/denoised/<name>.npz``) and what
+    each model's run gets."""
+
+    metrics: dict
+    per_image: dict
+    denoised: dict[str, dict[str, np.ndarray]]
+    runs: dict[str, ModelRun]
+
+
+def read_baselines(folder: Path, datasets: dict[str, scoring.Dataset]) -> dict[str, dict]:
+    """The classical stage's ``<mode>.json`` reports, each checked to be of the same data."""
+    baselines = {mode: files.read_json(folder / f"{mode}.json") for mode in datasets}
+    for mode, report in baselines.items():
+        if report.get("data_hash") != datasets[mode].data_hash:
+            raise UserError(
+                f"{folder / f'{mode}.json'}: scored on other data than "
+                f"{datasets[mode].folder}; run `dvc repro`"
+            )
+    return baselines
+
+
+def read_model_infos(models_folder: Path, datasets: dict[str, scoring.Dataset]) -> dict:
+    """Each catalogue model's config.json, checked to be trained on the data being scored."""
+    infos = {}
+    for name, entry in catalogue.MODELS.items():
+        folder = models_folder / name
+        infos[name] = files.read_json(folder / model_store.CONFIG_FILE)
+        dataset = datasets[entry.dataset]
+        if infos[name].get("data_hash") != dataset.data_hash:
+            raise UserError(
+                f"{folder}: trained on data {infos[name].get('data_hash')}, not on "
+                f"{dataset.folder} ({dataset.data_hash}); run `dvc repro`"
+            )
+    return infos
+
+
+def evaluate(
+    datasets: dict[str, scoring.Dataset],
+    baselines: dict[str, dict],
+    models_folder: Path,
+    sweeps: dict[str, tuple[float, ...]],
+    table_level: str,
+    register: bool,
+) -> Evaluation:
+    """Scores every model of the catalogue on both datasets, as `denoiselab denoise` would run
+    it there, so that each competes for both champions on their validation images; logs each
+    model folder into its training run, registers the models when ``register`` and settles
+    the champions; rescores a champion from an earlier run, so the sweep's champion row is
+    the model `denoiselab denoise` uses for each mode."""
+    tracking.setup()
+    infos = read_model_infos(models_folder, datasets)
+    model_uris = {
+        name: serving.log_model_folder(
+            models_folder / name, datasets[entry.dataset].channels, infos[name]["mlflow_run_id"]
+        )
+        for name, entry in catalogue.MODELS.items()
+    }
+    scores, outputs, val_psnr = {}, {}, {}
+    for mode, dataset in datasets.items():
+        scores[f"noisy/{mode}"], outputs[f"noisy/{mode}"], _ = scoring.score_levels(
+            lambda image: image, dataset, ()
+        )
+    for name in catalogue.MODEL_NAMES:
+        # The same loader and denoising as `denoiselab denoise`, so scores are what users get.
+        run = scoring.model_denoiser(model_store.load_folder(models_folder / name))
+        for mode, dataset in datasets.items():
+            key = f"{name}/{mode}"
+            scores[key], outputs[key], val_psnr[key] = scoring.score_levels(
+                run, dataset, sweeps[mode]
+            )
+            levels = ", ".join(f"{level} {row['psnr']:.2f}" for level, row in scores[key].items())
+            print(
+                f"{name} on {mode} images: validation PSNR {val_psnr[key]:.2f} dB (mean over "
+                f"the sweep); test PSNR by sigma: {levels}",
+                flush=True,
+            )
+
+    if register:
+        candidates = [
+            registry.Candidate(
+                name=name,
+                run_id=infos[name]["mlflow_run_id"],
+                model_uri=model_uris[name],
+                val_psnr=val_psnr[f"{name}/{mode}"],
+                test_scores=scores[f"{name}/{entry.dataset}"][table_level],
+                data_hash=dataset.data_hash,
+                channels=datasets[entry.dataset].channels,
+                val_levels=levels_tag(sweeps[mode]),
+                alias=registry.champion_alias(dataset.channels),
+            )
+            for name, entry in catalogue.MODELS.items()
+            for mode, dataset in datasets.items()
+        ]
+        for crowning in registry.register_and_crown(candidates):
+            verb = "now" if crowning.changed else "stays"
+            print(
+                f"{crowning.alias} {verb} {crowning.model_name} (version {crowning.version}, "
+                f"validation PSNR {crowning.val_psnr:.2f} dB): {crowning.reason}"
+            )
+
+    champions_by_mode = champions(paths.repo_root(), infos)
+    for mode, champion in champions_by_mode.items():
+        if champion.source is not None:
+            run = scoring.model_denoiser(selection.load_denoiser(champion.source))
+            key = f"{champion.label}/{mode}"
+            scores[key], _, val_psnr[key] = scoring.score_levels(run, datasets[mode], sweeps[mode])
+
+    metrics, per_image = reports(
+        scores, baselines, champions_by_mode, val_psnr, sweeps, table_level
+    )
+    denoised = {"noisy": outputs["noisy/gray"][table_level]}
+    denoised.update({name: outputs[f"{name}/gray"][table_level] for name in catalogue.GRAY_MODELS})
+    runs = {
+        name: ModelRun(
+            run_id=infos[name]["mlflow_run_id"],
+            test_scores=scores[f"{name}/{entry.dataset}"][table_level],
+            val_psnr=val_psnr[f"{name}/{entry.dataset}"],
+            sweep={mode: scores[f"{name}/{mode}"] for mode in datasets},
+        )
+        for name, entry in catalogue.MODELS.items()
+    }
+    return Evaluation(metrics, per_image, denoised, runs)
+
+
+def levels_tag(levels: tuple[float, ...]) -> str:
+    """The validation levels a score was taken over, as the registry's tags record them."""
+    return ",".join(noise.level_key(level) for level in sorted(levels))
 
 
 def champions(root: Path, infos: dict[str, dict]) -> dict[str, Champion]:
-    """Each mode's champion as ``denoiselab denoise`` resolves it: the registry's alias, else
-    the fallback folder. ``infos`` maps this run's model names to their config.json."""
+    """Each mode's champion as ``denoiselab denoise`` chooses it (see
+    :func:`denoiselab.selection.choose_champion`). ``infos`` maps this run's model names to
+    their config.json: a champion of this run is named, one from an earlier run located."""
     aliases = registry.registered_aliases()
     by_run = {info.get("mlflow_run_id"): name for name, info in infos.items()}
     found = {}
-    for mode, channels in MODE_CHANNELS.items():
-        alias = registry.champion_alias(channels)
-        if alias not in aliases:
-            found[mode] = Champion(model_store.CHAMPION_FALLBACKS[alias])
-        elif aliases[alias] in by_run:
-            found[mode] = Champion(by_run[aliases[alias]])
+    for mode, channels in catalogue.DATASET_CHANNELS.items():
+        choice = selection.choose_champion(channels, aliases, lambda name: name in infos)
+        if choice.run_id is None:
+            found[mode] = Champion(choice.fallback)
+        elif choice.run_id in by_run:
+            found[mode] = Champion(by_run[choice.run_id])
         else:
-            source = model_store.locate_model(alias, root, aliases)
-            found[mode] = Champion(f"{alias} (run {aliases[alias][:8]})", source)
+            source = selection.locate_model(choice.alias, root, aliases)
+            found[mode] = Champion(f"{choice.alias} (run {choice.run_id[:8]})", source)
     return found
 
 
@@ -217,18 +217,19 @@ def reports(
 
     ``scores`` maps ``<model>/<mode>`` (and ``noisy/<mode>``) to the scores per level on that
     mode's test images, ``val_psnr`` the same keys to the validation PSNR over the sweep;
-    ``baselines`` are the classical stage's reports per mode. The metrics hold the seed's
-    grayscale table at ``table_level`` at the top level and, under ``sweep``, every method
-    per mode and level, with ``champion`` the model ``denoiselab denoise`` uses for that mode,
-    ``champions`` naming it and ``validation`` each model's validation PSNR per mode.
+    ``baselines`` are the classical stage's reports per mode. The metrics hold the grayscale
+    table at the reference level ``table_level`` at the top level and, under ``sweep``, every
+    method per mode and level, with ``champion`` the model ``denoiselab denoise`` uses for
+    that mode, ``champions`` naming it and ``validation`` each model's validation PSNR per
+    mode.
     """
     gray = baselines["gray"]["levels"][table_level]
     table_scores = {"noisy": scores["noisy/gray"][table_level]}
     table_scores.update(
-        {name: scores[f"{name}/gray"][table_level] for name in model_store.GRAY_MODELS}
+        {name: scores[f"{name}/gray"][table_level] for name in catalogue.GRAY_MODELS}
     )
     table_scores.update(gray)
-    metrics_report = {name: summary_row(row) for name, row in table_scores.items()}
+    metrics_report = {name: scoring.summary_row(row) for name, row in table_scores.items()}
     per_image = {
         "per_image": {name: row["per_image"] for name, row in table_scores.items()},
         "classical_params": {
@@ -244,7 +245,7 @@ def reports(
             rows = {
                 "champion": scores[f"{champions_by_mode[mode].label}/{mode}"][level],
                 "noisy": scores[f"noisy/{mode}"][level],
-                **{name: scores[f"{name}/{mode}"][level] for name in model_store.TRAINED_MODELS},
+                **{name: scores[f"{name}/{mode}"][level] for name in catalogue.MODEL_NAMES},
                 **baselines[mode]["levels"][level],
             }
             sweep[mode][level] = {name: _row(row) for name, row in rows.items()}
@@ -255,7 +256,7 @@ def reports(
     sweep["validation"] = {
         mode: {
             name: round(val_psnr[f"{name}/{mode}"], 4)
-            for name in model_store.TRAINED_MODELS
+            for name in catalogue.MODEL_NAMES
             if val_psnr.get(f"{name}/{mode}") is not None
         }
         for mode in sweeps
@@ -264,13 +265,51 @@ def reports(
     return metrics_report, per_image
 
 
+def run_metrics(run: ModelRun) -> dict[str, float]:
+    """The metrics a model's run gets: final test PSNR/SSIM (and per image), beside its
+    training curves.
+
+    The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
+    run is already the per-epoch curve on validation patches, and one more point would join
+    that curve. The sweep adds ``sweep_<mode>_psnr_<level>`` and ``sweep_<mode>_ssim_<level>``,
+    so runs compare level by level in the UI.
+    """
+    scores = run.test_scores
+    metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
+    metrics["seconds_per_megapixel"] = scores["seconds_per_megapixel"]
+    for image, values in scores["per_image"].items():
+        metrics[f"psnr_{image}"] = values["psnr"]
+        metrics[f"ssim_{image}"] = values["ssim"]
+    if run.val_psnr is not None:
+        metrics["val_image_psnr"] = run.val_psnr
+    for mode, levels in run.sweep.items():
+        for level, level_scores in levels.items():
+            metrics[f"sweep_{mode}_psnr_{level}"] = level_scores["psnr"]
+            metrics[f"sweep_{mode}_ssim_{level}"] = level_scores["ssim"]
+    return metrics
+
+
+def log_to_runs(evaluation: Evaluation, metrics_file: Path) -> None:
+    """Logs each model's scores and the written ``metrics_file`` into its training run, then
+    refreshes the registry's alias cache: the evaluate stage is the last to write to the store
+    (the plot stage only adds artifact files), so the first `denoiselab denoise` afterwards
+    need not ask MLflow."""
+    for run in evaluation.runs.values():
+        tracking.log_metrics(run_metrics(run), run_id=run.run_id)
+        tracking.log_artifact(metrics_file, "evaluation", run_id=run.run_id)
+    registry.write_alias_cache()
+
+
 def format_sweep(sweep: dict) -> str:
     """A text table of the sweep: PSNR / SSIM of the champion, BM3D and the noisy input per
     mode and level, and the champion's margin over BM3D."""
     lines = ["mode    sigma  champion          BM3D              noisy             margin"]
-    for mode in MODE_CHANNELS:
+    for mode in catalogue.DATASET_CHANNELS:
         for level, rows in sweep.get(mode, {}).items():
-            cells = [_cell(rows[name]) if name in rows else "-" for name in ("champion", "bm3d")]
+            cells = [
+                scoring.format_cell(rows[name]) if name in rows else "-"
+                for name in ("champion", "bm3d")
+            ]
             margin = (
                 f"{rows['champion']['psnr'] - rows['bm3d']['psnr']:+.2f} dB"
                 if "bm3d" in rows
@@ -278,6 +317,6 @@ def format_sweep(sweep: dict) -> str:
             )
             lines.append(
                 f"{mode:<7} {level:<6} {cells[0]:<17} {cells[1]:<17} "
-                f"{_cell(rows['noisy']):<17} {margin}"
+                f"{scoring.format_cell(rows['noisy']):<17} {margin}"
             )
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""File I/O shared by the stages: atomic writes, safe array and JSON files, images.
+"""File I/O shared by the stages: atomic writes, safe array and JSON files, file digests.
 
 Every writer goes through :func:`atomic_path`, so a stage killed mid-write never leaves a
-half-written output that DVC could cache.
+half-written output that DVC could cache. Image files are :mod:`denoiselab.images`'s.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import json
 import math
 import os
 import secrets
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from denoiselab.errors import UserError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @contextlib.contextmanager
@@ -112,141 +108,3 @@ def sha256_of_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-class ImageReadError(ValueError):
-    """An input file that is not a readable image; the message names the file and why."""
-
-
-def read_image_raw(path: str | Path) -> np.ndarray:
-    """Decodes an image file to its native integer array (HW or HWC), with Pillow's bomb guard.
-
-    Raises ImageReadError naming the file for empty, truncated, non-image or oversized files.
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.format == "PNG" and _png_is_16bit_colour(path):
-                    array = _decode_png(path)
-                else:
-                    image.load()
-                    array = _pillow_to_array(image)
-    except ImageReadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError(f"{path}: refused as a decompression bomb ({error})") from error
-    except FileNotFoundError as error:
-        raise ImageReadError(f"{path}: file not found") from error
-    except Image.UnidentifiedImageError as error:
-        raise ImageReadError(f"{path}: not an image Pillow can identify") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
-    if array.size == 0:
-        raise ImageReadError(f"{path}: image has no pixels")
-    return array
-
-
-# PNG colour types with more than one sample per pixel: gray + alpha, RGB, RGBA.
-PNG_MULTISAMPLE_COLOUR_TYPES = (2, 4, 6)
-
-
-def _png_is_16bit_colour(path: Path) -> bool:
-    """Whether a PNG holds 16-bit gray + alpha, RGB or RGBA samples, per its IHDR chunk."""
-    with open(path, "rb") as handle:
-        header = handle.read(26)
-    return len(header) == 26 and header[24] == 16 and header[25] in PNG_MULTISAMPLE_COLOUR_TYPES
-
-
-def _decode_png(path: Path) -> np.ndarray:
-    """All samples of a PNG at their own depth, by libpng (through imagecodecs): Pillow has no
-    16-bit colour mode and would keep only each sample's high byte."""
-    import imagecodecs
-
-    try:
-        return imagecodecs.png_decode(path.read_bytes())
-    except imagecodecs.PngError as error:
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
-
-
-def _pillow_to_array(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(image, dtype=np.uint16)
-    if mode == "I":
-        array = np.asarray(image)
-        if array.min() >= 0 and array.max() <= 65535:
-            return array.astype(np.uint16)
-        raise UserError("32-bit integer images are not supported")
-    if mode == "F":
-        raise UserError("floating-point images are not supported")
-    if mode in ("1", "L", "P", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        target = {"1": "L", "L": "L", "LA": "LA", "PA": "RGBA"}.get(mode, "RGB")
-        if mode == "P":
-            target = "RGBA" if "transparency" in image.info else "RGB"
-        return np.asarray(image.convert(target))
-    return np.asarray(image)
-
-
-def to_float(array: np.ndarray) -> np.ndarray:
-    """Integer image to float32 in [0, 1] (uint8 / 255, uint16 / 65535)."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array, 0.0, 1.0).astype(np.float32)
-    if array.dtype == bool:
-        return array.astype(np.float32)
-    raise UserError(f"unsupported image dtype {array.dtype}")
-
-
-def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Float HW/HWC image to HWC with ``channels`` channels, per docs/protocol.md.
-
-    Colour to grayscale uses ``skimage.color.rgb2gray``; an alpha channel is dropped.
-    """
-    from skimage import color
-
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[-1] in (2, 4):
-        image = image[..., :-1]
-    if channels == 1:
-        if image.shape[-1] == 3:
-            return color.rgb2gray(image).astype(np.float32)[..., None]
-        return image.astype(np.float32)
-    if image.shape[-1] == 1:
-        return np.repeat(image, 3, axis=-1).astype(np.float32)
-    return image.astype(np.float32)
-
-
-def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Writes a uint8/uint16 HW, HWC (1, 2, 3 or 4 channels) array as PNG, atomically."""
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.dtype == np.uint16:
-        if array.ndim == 2:
-            image = Image.fromarray(array)
-        else:
-            raise UserError(
-                "files.write_png writes 16-bit grayscale only; use images.write_png for "
-                "16-bit colour"
-            )
-    else:
-        image = Image.fromarray(array)
-    with atomic_path(path) as temporary:
-        image.save(temporary, format="PNG")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    )

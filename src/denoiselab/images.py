@@ -1,5 +1,6 @@
-"""Image files for ``denoiselab denoise``: read PNG/JPEG/TIFF/BMP keeping colour mode and bit
-depth, plan where each output goes, write PNG back in the same mode and depth.
+"""Image files: reading PNG/JPEG/TIFF/BMP at their own colour mode and bit depth, converting
+pixels to float images of the channels a model takes, planning where each denoised copy goes,
+and writing PNG back in the same mode and depth.
 
 Pixels travel as the file's own integers: HW (grayscale) or HWC with 2 (grayscale + alpha),
 3 (RGB) or 4 (RGBA) channels, dtype uint8 or uint16.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -18,11 +20,132 @@ from PIL import Image
 from denoiselab import files
 from denoiselab.errors import UserError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
-# Modes files.read_image_raw converts to RGB: their colour profile does not fit the output.
+# Modes read_image_raw converts to RGB: their colour profile does not fit the output.
 CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
+class ImageReadError(ValueError):
+    """An input file that is not a readable image; the message names the file and why."""
+
+
+def read_image_raw(path: str | Path) -> np.ndarray:
+    """Decodes an image file to its native integer array (HW or HWC), with Pillow's bomb guard.
+
+    Raises ImageReadError naming the file for empty, truncated, non-image or oversized files.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat it as an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "PNG" and _png_is_16bit_colour(path):
+                    array = _decode_png(path)
+                else:
+                    image.load()
+                    array = _pillow_to_array(image)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({error})") from error
+    except FileNotFoundError as error:
+        raise ImageReadError(f"{path}: file not found") from error
+    except Image.UnidentifiedImageError as error:
+        raise ImageReadError(f"{path}: not an image Pillow can identify") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
+    if array.size == 0:
+        raise ImageReadError(f"{path}: image has no pixels")
+    return array
+
+
+# PNG colour types with more than one sample per pixel: gray + alpha, RGB, RGBA.
+PNG_MULTISAMPLE_COLOUR_TYPES = (2, 4, 6)
+
+
+def _png_is_16bit_colour(path: Path) -> bool:
+    """Whether a PNG holds 16-bit gray + alpha, RGB or RGBA samples, per its IHDR chunk."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return len(header) == 26 and header[24] == 16 and header[25] in PNG_MULTISAMPLE_COLOUR_TYPES
+
+
+def _decode_png(path: Path) -> np.ndarray:
+    """All samples of a PNG at their own depth, by libpng (through imagecodecs): Pillow has no
+    16-bit colour mode and would keep only each sample's high byte."""
+    import imagecodecs
+
+    try:
+        return imagecodecs.png_decode(path.read_bytes())
+    except imagecodecs.PngError as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
+
+
+def _pillow_to_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image, dtype=np.uint16)
+    if mode == "I":
+        array = np.asarray(image)
+        if array.min() >= 0 and array.max() <= 65535:
+            return array.astype(np.uint16)
+        raise UserError("32-bit integer images are not supported")
+    if mode == "F":
+        raise UserError("floating-point images are not supported")
+    if mode in ("1", "L", "P", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        target = {"1": "L", "L": "L", "LA": "LA", "PA": "RGBA"}.get(mode, "RGB")
+        if mode == "P":
+            target = "RGBA" if "transparency" in image.info else "RGB"
+        return np.asarray(image.convert(target))
+    return np.asarray(image)
+
+
+def to_float(array: np.ndarray) -> np.ndarray:
+    """Integer image to float32 in [0, 1] (uint8 / 255, uint16 / 65535)."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array, 0.0, 1.0).astype(np.float32)
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    raise UserError(f"unsupported image dtype {array.dtype}")
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Float HW/HWC image to HWC with ``channels`` channels, per docs/protocol.md.
+
+    Colour to grayscale uses ``skimage.color.rgb2gray``; an alpha channel is dropped.
+    """
+    from skimage import color
+
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] in (2, 4):
+        image = image[..., :-1]
+    if channels == 1:
+        if image.shape[-1] == 3:
+            return color.rgb2gray(image).astype(np.float32)[..., None]
+        return image.astype(np.float32)
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1).astype(np.float32)
+    return image.astype(np.float32)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +169,12 @@ class Job:
 def read_image(path: str | Path) -> DecodedImage:
     """Decodes an image file at its own bit depth, 16-bit colour PNG and TIFF included.
 
-    Raises files.ImageReadError, naming the file, for anything that is not a readable image.
+    Raises ImageReadError, naming the file, for anything that is not a readable image.
     A 16-bit colour TIFF whose samples tifffile cannot decode comes back at 8 bits, with a
     ``note`` saying so.
     """
     path = Path(path)
-    pixels = files.read_image_raw(path)
+    pixels = read_image_raw(path)
     note = None
     try:
         with Image.open(path) as image:
@@ -69,7 +192,7 @@ def read_image(path: str | Path) -> DecodedImage:
             else:
                 orientation = image.getexif().get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as error:
-        raise files.ImageReadError(f"{path}: cannot decode image ({error})") from error
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
     if wide is not None and wide.shape[:2] == pixels.shape[:2]:
         pixels = wide
     if orientation not in range(1, 9):
@@ -136,7 +259,7 @@ def plan_jobs(inputs: list[str | Path], output_dir: str | Path) -> tuple[list[Jo
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = files.list_images(path)
+            found = list_images(path)
             if not found:
                 problems.append(f"{path}: folder holds no PNG, JPEG, TIFF or BMP images")
             sources.extend(found)

@@ -9,14 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from denoiselab import metrics  # noqa: E402
+from denoiselab import catalogue, metrics  # noqa: E402
 
 LABELS = {
     "noisy": "noisy input",
-    "cae": "CAE",
-    "unet": "U-Net",
-    "unet_tuned": "tuned U-Net",
-    "unet_rgb": "colour U-Net",
+    **{name: entry.label for name, entry in catalogue.MODELS.items()},
     "tv": "TV",
     "wavelet": "wavelet",
     "nl_means": "NL-means",
@@ -24,12 +21,11 @@ LABELS = {
     "clean": "clean",
     "champion": "champion",
 }
-COLOURS = {"cae": "tab:orange", "unet": "tab:blue", "unet_tuned": "tab:green"}
+COLOURS = {name: entry.colour for name, entry in catalogue.MODELS.items()}
 # Line colours for the noise sweep, where the classical methods need telling apart too; the
 # bar chart keeps them gray so that the learned models stand out.
 SWEEP_COLOURS = {
     **COLOURS,
-    "unet_rgb": "tab:purple",
     "tv": "tab:brown",
     "wavelet": "tab:pink",
     "nl_means": "tab:olive",

@@ -20,23 +20,29 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
 
 def apply_profile(params: dict, profile: dict[str, Any]) -> dict:
-    """A copy of a raw params dict with each dotted key of ``profile`` set."""
+    """A copy of a raw params dict with each dotted key of ``profile`` set (``section.key`` or
+    deeper, ``tune_unet.search.depth``). A key the section does not hold yet is added, as a
+    model's section holds only what differs from ``train``."""
     result = copy.deepcopy(params)
     for dotted, value in profile.items():
-        section, _, key = dotted.partition(".")
-        if section not in result or not key:
+        section, *path = dotted.split(".")
+        if section not in result or not path:
             raise UserError(f"profile key {dotted!r} does not name section.key in params.yaml")
-        result[section][key] = value
+        mapping = result[section]
+        for part in path[:-1]:
+            mapping = mapping.setdefault(part, {})
+        mapping[path[-1]] = value
     return result
 
 
 def dvc_set_args(profile: dict[str, Any]) -> list[str]:
-    """``-S key=value`` arguments for ``dvc exp run`` (values in YAML flow style)."""
+    """``-S ++key=value`` arguments for ``dvc exp run`` (values in YAML flow style); ``++``
+    sets a key whether or not its section holds it yet."""
     args = []
     for dotted, value in profile.items():
         text = yaml.safe_dump(value, default_flow_style=True).strip()
         if text.endswith("\n..."):
             text = text[: -len("\n...")]
         text = text.removesuffix("...").strip()
-        args += ["-S", f"{dotted}={text}"]
+        args += ["-S", f"++{dotted}={text}"]
     return args

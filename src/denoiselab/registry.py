@@ -201,12 +201,6 @@ def version_tags(alias: str) -> dict[str, str]:
         return {}
 
 
-def set_alias(alias: str, version: str) -> None:
-    """Points ``alias`` at ``version`` by hand (and refreshes the alias cache)."""
-    _client().set_registered_model_alias(REGISTERED_MODEL, alias, version)
-    write_alias_cache()
-
-
 def _alias_cache(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from denoiselab import distribute, files, models, precision, tracking, training
-from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, to_dict
+from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, flat_dict, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def train_tracked(
             config.batch_size,
             replicas,
         )
-    training.configure_threads(base.deterministic)
+    training.enable_op_determinism(base.deterministic)
     import keras
 
     keras.utils.set_random_seed(base.seed)
@@ -113,7 +113,7 @@ def train_tracked(
     print(f"{name}: precision {config.precision} -> {resolved.precision} ({resolved.reason})")
     data_hash = data["manifest"]["data_hash"]
     params = {
-        **{f"train.{key}": value for key, value in to_dict(config).items()},
+        **flat_dict(config, "train"),
         "seed": base.seed,
         "channels": channels,
         "noise_sigma": base.noise_sigma,
@@ -188,14 +188,8 @@ def train_tracked(
             "data_hash": data_hash,
             "mlflow_run_id": run.info.run_id,
         }
+        # The evaluate stage logs this folder into the run as the model MLflow serves.
         models.save_model_dir(clean_model, model_config, model_dir, info)
-        # MLflow logs the saved folder itself (ONNX graph, weights, config.json), so the model
-        # it registers and serves is the one the evaluate stage scores; config.json then
-        # learns the logged model's URI.
-        model_info = tracking.log_denoiser_model(model_dir, channels)
-        info["mlflow_model_uri"] = model_info.model_uri
-        config_path = model_dir / models.CONFIG_FILE
-        files.write_json(config_path, {**files.read_json(config_path), **info})
         files.write_json(history_path, rows)
     # The model is saved, so the backup has done its job.
     shutil.rmtree(backup, ignore_errors=True)

@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from denoiselab import tracking
-from denoiselab.config import BaseConfig, TuneConfig, to_dict
+from denoiselab.config import TRIAL_SET_KEYS, BaseConfig, TuneConfig, to_dict
 from denoiselab.errors import StoreUnreachableError, UserError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -135,6 +135,10 @@ def study_fingerprint(tune: TuneConfig, base: BaseConfig, data_hash: str, code: 
     data and code. Studies are named with it, so a rerun after any of these changed never
     reuses trials of the old configuration, and workers join only a matching search."""
     search = {key: value for key, value in to_dict(tune).items() if key not in NOT_SEARCH_KEYS}
+    # Each trial sets these itself, so the shared values do not shape it.
+    search["train"] = {
+        key: value for key, value in search["train"].items() if key not in TRIAL_SET_KEYS
+    }
     payload = {
         "search": search,
         "base": base.model_dump(),

@@ -1,4 +1,9 @@
-"""MLflow tracking: where the store is, one run per model, tags that link runs to DVC and git.
+"""MLflow tracking: where the store is, one run per model, its params, metrics, tags and
+artifacts, the per-epoch callback, and the reaping of runs whose process died.
+
+It knows runs only: packaging a model for MLflow is :mod:`denoiselab.serving`'s job and the
+model registry :mod:`denoiselab.registry`'s, so the training stages, which import this module,
+never depend on how models are chosen or served.
 
 The default store is the embedded sqlite ``mlflow.db`` at the repository root, with artifacts
 in ``mlartifacts/`` beside it, resolved from the repository root also when DVC runs a stage in
@@ -18,16 +23,18 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from denoiselab.errors import StoreUnreachableError, UserError
+from denoiselab import paths
+from denoiselab.errors import StoreUnreachableError
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_NAME = "denoiselab"
+# `make smoke` and the end-to-end test set DENOISELAB_EXPERIMENT so that their tiny runs land
+# in an experiment of their own, apart from the real runs.
+EXPERIMENT_NAME = os.environ.get("DENOISELAB_EXPERIMENT") or "denoiselab"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -36,35 +43,18 @@ def redact(uri: str) -> str:
     return _CREDENTIALS.sub("***@", uri)
 
 
-def repo_root(start: str | Path | None = None) -> Path:
-    """The DVC repository the user works in, also from inside DVC's temporary copies."""
-    candidates = []
-    if os.environ.get("DVC_ROOT"):
-        candidates.append(Path(os.environ["DVC_ROOT"]))
-    candidates.append(Path(start or Path.cwd()).resolve())
-    for candidate in candidates:
-        text = str(candidate)
-        marker = f"{os.sep}.dvc{os.sep}tmp{os.sep}"
-        if marker in text:
-            return Path(text.split(marker)[0])
-        for folder in [candidate, *candidate.parents]:
-            if (folder / ".dvc").is_dir():
-                return folder
-    return Path.cwd().resolve()
-
-
 def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    return f"sqlite:///{paths.repo_root() / paths.MLFLOW_STORE_FILE}"
 
 
 def artifact_location() -> str | None:
     """Artifacts beside the default sqlite store; a server chooses its own."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None
-    return (repo_root() / "mlartifacts").as_uri()
+    return (paths.repo_root() / paths.MLFLOW_ARTIFACTS_FOLDER).as_uri()
 
 
 def check_store(uri: str | None = None, timeout: float = 5.0) -> None:
@@ -120,7 +110,7 @@ def git_commit() -> str | None:
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=repo_root(),
+            cwd=paths.repo_root(),
             capture_output=True,
             text=True,
             timeout=10,
@@ -219,18 +209,37 @@ def setup_uri() -> None:
     mlflow.set_tracking_uri(tracking_uri())
 
 
-def set_tags(tags: dict[str, str]) -> None:
-    """Tags on the active run."""
+def set_tags(tags: dict[str, str], run_id: str | None = None) -> None:
+    """Tags on run ``run_id``, or on the active run."""
     import mlflow
 
-    mlflow.set_tags(tags)
+    if run_id is None:
+        mlflow.set_tags(tags)
+        return
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    """Metrics on the active run."""
+def get_tags(run_id: str) -> dict[str, str]:
+    """The tags of run ``run_id``."""
     import mlflow
 
-    mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+    return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
+
+
+def log_metrics(
+    metrics: dict[str, float], step: int | None = None, run_id: str | None = None
+) -> None:
+    """Metrics on run ``run_id`` (a finished run stays finished), or on the active run."""
+    import mlflow
+
+    if run_id is None:
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+        return
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value), step=step or 0)
 
 
 def log_artifact(path: str | Path, artifact_path: str, run_id: str | None = None) -> None:
@@ -264,125 +273,6 @@ def download_run_artifact(run_id: str, artifact_path: str) -> Path | None:
     except (mlflow.exceptions.MlflowException, OSError) as error:
         log.info("%s not in MLflow run %s: %s", artifact_path, run_id, error)
         return None
-
-
-def log_scores(
-    run_id: str,
-    scores: dict,
-    val_psnr: float | None = None,
-    sweep: dict[str, dict[str, dict]] | None = None,
-) -> None:
-    """Final test PSNR/SSIM (and per image) on a model's own run, beside its training curves.
-
-    The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
-    run is already the per-epoch curve on validation patches, and one more point would join
-    that curve. ``sweep`` (mode -> noise level key -> scores) adds
-    ``sweep_<mode>_psnr_<level>`` and ``sweep_<mode>_ssim_<level>``, so runs compare level by
-    level in the UI.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
-    metrics["seconds_per_megapixel"] = scores["seconds_per_megapixel"]
-    for image, values in scores["per_image"].items():
-        metrics[f"psnr_{image}"] = values["psnr"]
-        metrics[f"ssim_{image}"] = values["ssim"]
-    if val_psnr is not None:
-        metrics["val_image_psnr"] = val_psnr
-    for mode, levels in (sweep or {}).items():
-        for level, level_scores in levels.items():
-            metrics[f"sweep_{mode}_psnr_{level}"] = level_scores["psnr"]
-            metrics[f"sweep_{mode}_ssim_{level}"] = level_scores["ssim"]
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
-
-
-def log_denoiser_model(model_dir: str | Path, channels: int, name: str = "model") -> Any:
-    """Logs a saved model folder (model.onnx, config.json, weights) as an MLflow pyfunc that
-    runs the folder's ONNX graph through the code ``denoiselab denoise`` runs, so what MLflow
-    serves is what the evaluate stage scored: float32, padded, tiled, cropped and clipped as
-    the command does, for images of any size (signature: NHWC float32, any batch and size).
-    """
-    import mlflow.pyfunc
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from denoiselab import model_store, serving
-
-    spec = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels), serving.INPUT_NAME)])
-    output = Schema([TensorSpec(np.dtype("float32"), (-1, -1, -1, channels))])
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
-    with warnings.catch_warnings():
-        # MLflow suggests an input example; the explicit tensor signature already says what
-        # the model takes, and log_model with an input example fails here. Its note on pickled
-        # models does not apply either: the class pickles as a reference to the installed
-        # denoiselab.serving module.
-        warnings.filterwarnings("ignore", ".*input_example", UserWarning)
-        pyfunc_log.setLevel(logging.ERROR)
-        try:
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=serving.OnnxDenoiserModel(),
-                artifacts={model_store.PYFUNC_ARTIFACT: str(model_dir)},
-                signature=ModelSignature(inputs=spec, outputs=output),
-                pip_requirements=serving_requirements(),
-            )
-        finally:
-            pyfunc_log.setLevel(level)
-
-
-def download_model(uri: str, destination: str | Path) -> Path:
-    """Downloads an MLflow model (models:/NAME@ALIAS, runs:/RUN_ID/PATH, ...) into
-    ``destination``; returns the local folder holding its MLmodel file."""
-    import mlflow
-
-    setup_uri()
-    try:
-        return Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
-        )
-    except mlflow.exceptions.MlflowException as error:
-        raise UserError(f"{uri}: cannot load the MLflow model ({error.message})") from None
-    except OSError as error:
-        raise UserError(f"{uri}: cannot load the MLflow model ({error})") from None
-
-
-def serving_requirements() -> list[str]:
-    """The pinned packages a logged model needs, read from this environment (MLflow adds
-    itself; the denoiselab package itself must be installed where the model is served).
-    Given explicitly, so MLflow does not load the model in a subprocess to infer them, which
-    took about 7 s per model here."""
-    from importlib import metadata
-
-    pins = []
-    for package in ("onnxruntime", "numpy", "scikit-image", "cloudpickle"):
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return pins
-
-
-def find_run(name: str, run_id: str | None = None):
-    """The run to report on for a model: by id when known, else the newest with that name."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    if run_id:
-        return client.get_run(run_id)
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.run_name = '{name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
 
 
 def _process_alive(pid: int) -> bool:

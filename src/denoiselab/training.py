@@ -42,8 +42,9 @@ def ssim_tf(y_true, y_pred):
     return tf.reduce_mean(tf.image.ssim(y_true, tf.clip_by_value(y_pred, 0.0, 1.0), max_val=1.0))
 
 
-def configure_threads(deterministic: bool) -> None:
-    """Op determinism when asked (slower); otherwise TensorFlow's own thread choices."""
+def enable_op_determinism(deterministic: bool) -> None:
+    """Turns on TensorFlow's op determinism (reproducible, slower) when ``deterministic``;
+    otherwise leaves TensorFlow as it is. It holds for the rest of the process."""
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from denoiselab import files, models, precision, studies, tracking, training
-from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, to_dict
+from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, flat_dict
 from denoiselab.errors import NonFiniteLossError, UserError
 
 log = logging.getLogger(__name__)
@@ -51,38 +51,24 @@ def steps_for_budget(
 
 
 def sampled_config(params: dict, tune: TuneConfig, epochs: int, steps: int) -> TrainConfig:
-    return TrainConfig(
-        model="unet",
-        base_filters=params["base_filters"],
-        depth=params["depth"],
-        residual=True,
-        batch_norm=params["batch_norm"],
-        loss=params["loss"],
-        learning_rate=params["learning_rate"],
-        lr_schedule="cosine",
-        batch_size=params["batch_size"],
-        epochs=epochs,
-        steps_per_epoch=steps,
-        crop_size=tune.crop_size,
-        fresh_noise=True,
-        noise_sigma_range=tune.noise_sigma_range,
-        augment=True,
-        jit_compile=tune.jit_compile,
-        precision=tune.precision,
-        steps_per_execution=tune.steps_per_execution,
-    )
+    """``tune_unet.train`` (the shared training settings with tune_unet's changes) with the
+    drawn ``params`` of the search space, for ``epochs`` of ``steps`` steps."""
+    values = {**tune.train.model_dump(), **params, "epochs": epochs, "steps_per_epoch": steps}
+    return TrainConfig.model_validate(values)
 
 
 def suggest(trial: optuna.Trial, tune: TuneConfig) -> dict:
-    """Samples one point of the search space."""
-    low, high = tune.learning_rate
+    """Samples one point of the search space (in a fixed order, which the seeded sampler's
+    draws follow)."""
+    search = tune.search
+    low, high = search.learning_rate
     return {
-        "base_filters": trial.suggest_categorical("base_filters", list(tune.base_filters)),
-        "depth": trial.suggest_categorical("depth", list(tune.depth)),
-        "batch_norm": trial.suggest_categorical("batch_norm", list(tune.batch_norm)),
-        "loss": trial.suggest_categorical("loss", list(tune.loss)),
+        "base_filters": trial.suggest_categorical("base_filters", list(search.base_filters)),
+        "depth": trial.suggest_categorical("depth", list(search.depth)),
+        "batch_norm": trial.suggest_categorical("batch_norm", list(search.batch_norm)),
+        "loss": trial.suggest_categorical("loss", list(search.loss)),
         "learning_rate": trial.suggest_float("learning_rate", low, high, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", list(tune.batch_size)),
+        "batch_size": trial.suggest_categorical("batch_size", list(search.batch_size)),
     }
 
 
@@ -90,7 +76,7 @@ def budgeted_config(
     params: dict, tune: TuneConfig, channels: int, patch_size: int, epochs: int, budget: float
 ) -> TrainConfig:
     """The training config for sampled ``params`` that spends ``budget`` TFLOP."""
-    crop = tune.crop_size or patch_size
+    crop = tune.train.crop_size or patch_size
     probe = sampled_config(params, tune, epochs, 1)
     steps = steps_for_budget(
         probe.architecture(channels),
@@ -98,7 +84,7 @@ def budgeted_config(
         params["batch_size"],
         epochs,
         budget,
-        tune.steps_per_execution,
+        tune.train.steps_per_execution,
     )
     return sampled_config(params, tune, epochs, steps)
 
@@ -166,7 +152,7 @@ def run_trials(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ran: list[int] = []
     validation = training.validation_data(
-        data["clean_val"], data["noisy_val"], tune.noise_sigma_range, base.seed
+        data["clean_val"], data["noisy_val"], tune.train.noise_sigma_range, base.seed
     )
 
     def objective(trial: optuna.Trial) -> float:
@@ -181,7 +167,7 @@ def run_trials(
             tune.trial_budget_tflop,
         )
         keras.utils.set_random_seed(base.seed + trial.number)
-        params = {f"train.{key}": value for key, value in to_dict(config).items()}
+        params = flat_dict(config, "train")
         params["precision_resolved"] = precision.resolve(config.precision).precision
         with tracking.model_run(
             f"trial-{trial.number}",

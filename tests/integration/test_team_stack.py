@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, run_command, smoke_copy
+from conftest import ROOT, SMOKE_EXPERIMENT, run_command
 
-from denoiselab import model_store
+from denoiselab import catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-MODEL_NAMES = model_store.TRAINED_MODELS
+MODEL_NAMES = catalogue.MODEL_NAMES
 
 
 def free_port() -> int:
@@ -77,11 +77,10 @@ def stack():
 
 
 @pytest.fixture(scope="module")
-def tracked_repo(stack, tmp_path_factory):
+def tracked_repo(stack, smoke_repo):
     """The smoke pipeline run against the stack, its data pushed to the S3 remote."""
     variables, _ = stack
-    repo = tmp_path_factory.mktemp("team-repo")
-    env = smoke_copy(repo)
+    repo, env = smoke_repo
     env.update(variables)
     s3_url = variables["MLFLOW_S3_ENDPOINT_URL"]
     run_command(["dvc", "remote", "add", "-d", "team", variables["DVC_REMOTE_URL"]], repo, env)
@@ -114,7 +113,7 @@ def test_runs_metrics_and_models_live_in_the_postgresql_backed_server(stack, tra
     import mlflow
 
     client = mlflow.MlflowClient(variables["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("denoiselab")
+    experiment = client.get_experiment_by_name(SMOKE_EXPERIMENT)
     runs = {found.info.run_name: found for found in client.search_runs([experiment.experiment_id])}
     assert {*MODEL_NAMES, "unet_tune"} <= set(runs)
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -122,7 +121,7 @@ def test_runs_metrics_and_models_live_in_the_postgresql_backed_server(stack, tra
         assert runs[name].info.status == "FINISHED"
         # The first table holds the gray models at the seed's level; every model has its row
         # in the sweep at that level, on its own kind of images.
-        mode = model_store.MODEL_MODES[name]
+        mode = catalogue.MODELS[name].dataset
         assert runs[name].data.metrics["psnr"] == pytest.approx(
             metrics["sweep"][mode]["0.1"][name]["psnr"], abs=1e-3
         )
