@@ -17,14 +17,14 @@ WHOLE_IMAGES = ("test", "val_images")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--mode", required=True, choices=["gray", "colour"])
+    parser.add_argument("--dataset", required=True, choices=["gray", "colour"])
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)
     sigma, seed = params.base.noise_sigma, params.add_noise.seed
-    levels = getattr(params.add_noise.sweep, args.mode)
+    levels = getattr(params.add_noise.sweep, args.dataset)
     for index, split in enumerate(("train", "val")):
         clean = files.load_arrays(args.prepared / f"{split}.npz")["patches"]
         rng = np.random.default_rng([seed, index])
@@ -41,7 +41,7 @@ def main() -> None:
         for name, images in clean.items():
             files.save_arrays(folder / f"{name}.npz", noise.noisy_images(images, level, seed))
     print(
-        f"{args.mode}: added noise (sigma {sigma}, seed {seed}) to the train and val patches; "
+        f"{args.dataset}: added noise (sigma {sigma}, seed {seed}) to the train and val patches; "
         f"{len(clean['val_images'])} whole val and {len(clean['test'])} test images at sigma "
         f"{', '.join(noise.level_key(level) for level in sorted({*levels, sigma}))}"
     )

@@ -13,7 +13,7 @@ from denoiselab.errors import stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--mode", required=True, choices=["gray", "colour"])
+    parser.add_argument("--dataset", required=True, choices=["gray", "colour"])
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--noisy", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -23,9 +23,9 @@ def main() -> None:
     manifest = files.read_json(args.prepared / "manifest.json")
     clean_val = files.load_arrays(args.prepared / "val_images.npz")
     clean_test = files.load_arrays(args.prepared / "test.npz")
-    levels = sorted({*getattr(params.add_noise.sweep, args.mode), params.base.noise_sigma})
+    levels = sorted({*getattr(params.add_noise.sweep, args.dataset), params.base.noise_sigma})
     report = {
-        "mode": args.mode,
+        "dataset": args.dataset,
         "channels": manifest["channels"],
         "data_hash": manifest["data_hash"],
         "levels": {},
@@ -42,7 +42,7 @@ def main() -> None:
             noisy_test=files.load_arrays(folder / "test.npz"),
         )
     files.write_json(args.out, report)
-    print(f"{args.mode}: wrote {args.out}")
+    print(f"{args.dataset}: wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument(
-        "--data", type=Path, required=True, help="folder of <mode>/prepared and <mode>/noisy"
+        "--data", type=Path, required=True, help="folder of <dataset>/prepared and <dataset>/noisy"
     )
     parser.add_argument(
         "--models", type=Path, required=True, help="folder holding one folder per model"
     )
     parser.add_argument(
-        "--classical", type=Path, required=True, help="folder of <mode>.json classical scores"
+        "--classical", type=Path, required=True, help="folder of <dataset>.json classical scores"
     )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--per-image", type=Path, required=True)
@@ -31,10 +31,12 @@ def main() -> None:
     params = load_params(args.params)
     tracking.check_store()
     sigma = params.base.noise_sigma
-    sweeps = {mode: getattr(params.add_noise.sweep, mode) for mode in catalogue.DATASET_CHANNELS}
+    sweeps = {
+        dataset: getattr(params.add_noise.sweep, dataset) for dataset in catalogue.DATASET_CHANNELS
+    }
     datasets = {
-        mode: scoring.load_dataset(args.data / mode, tuple(sorted({*levels, sigma})))
-        for mode, levels in sweeps.items()
+        dataset: scoring.load_dataset(args.data / dataset, tuple(sorted({*levels, sigma})))
+        for dataset, levels in sweeps.items()
     }
     baselines = evaluation.read_baselines(args.classical, datasets)
 

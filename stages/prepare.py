@@ -6,23 +6,23 @@ import argparse
 from pathlib import Path
 
 from denoiselab import data, files
-from denoiselab.config import MODE_CHANNELS, load_params
+from denoiselab.config import DATASET_CHANNELS, load_params
 from denoiselab.errors import stage_main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--mode", required=True, choices=list(MODE_CHANNELS))
+    parser.add_argument("--dataset", required=True, choices=list(DATASET_CHANNELS))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     params = load_params(args.params)
     result = data.prepare(
         params.prepare,
-        MODE_CHANNELS[args.mode],
+        DATASET_CHANNELS[args.dataset],
         params.base.seed,
-        colour_only=args.mode == "colour",
+        colour_only=args.dataset == "colour",
     )
 
     files.save_arrays(args.out / "train.npz", {"patches": result["train"]})
@@ -32,7 +32,7 @@ def main() -> None:
     files.write_json(args.out / "manifest.json", result["manifest"])
     counts = result["manifest"]["counts"]
     print(
-        f"{args.mode}: prepared {counts['images']} images ({counts['train_images']} train, "
+        f"{args.dataset}: prepared {counts['images']} images ({counts['train_images']} train, "
         f"{counts['val_images']} val, {counts['test_images']} test): "
         f"{counts['train_patches']} train and {counts['val_patches']} val patches, "
         f"{counts['skipped']} skipped"

@@ -50,7 +50,7 @@ def main() -> None:
         data["manifest"]["channels"],
         patch_size,
         tune.final_epochs,
-        tune.final_budget_tflop,
+        tune.final_budget_s,
     )
     initial = tuning.trial_weights(study.best_trial, folder) if tune.warm_start else None
     info = runner.train_tracked(

@@ -100,32 +100,34 @@ def test_a_one_point_grid_is_not_scored_and_reports_no_psnr():
     assert chosen == {} and score is None
 
 
-def write_dataset(root: Path, mode: str, test: dict, val: dict, levels: list[float]) -> None:
+def write_dataset(root: Path, dataset: str, test: dict, val: dict, levels: list[float]) -> None:
     """The prepared whole images of one dataset and their noisy copies at each level, laid out
     as the prepare and add_noise stages write them."""
-    prepared, noisy = root / "data" / mode / "prepared", root / "data" / mode / "noisy"
+    prepared, noisy = root / "data" / dataset / "prepared", root / "data" / dataset / "noisy"
     files.save_arrays(prepared / "test.npz", test)
     files.save_arrays(prepared / "val_images.npz", val)
     channels = next(iter(test.values())).shape[-1]
-    files.write_json(prepared / "manifest.json", {"channels": channels, "data_hash": f"{mode}-1"})
+    files.write_json(
+        prepared / "manifest.json", {"channels": channels, "data_hash": f"{dataset}-1"}
+    )
     for level in levels:
         folder = noisy / noise.LEVELS_FOLDER / noise.level_key(level)
         files.save_arrays(folder / "test.npz", noise.noisy_images(test, level, seed=0))
         files.save_arrays(folder / "val_images.npz", noise.noisy_images(val, level, seed=0))
 
 
-def run_stage(root: Path, mode: str, sweep: list[float], classical_section: dict) -> dict:
+def run_stage(root: Path, dataset: str, sweep: list[float], classical_section: dict) -> dict:
     """Runs stages/classical.py on ``root``'s dataset with the repository's params.yaml, noise
-    sigma 0.1, ``sweep`` as the mode's levels and ``classical_section``; returns its report."""
+    sigma 0.1, ``sweep`` as the dataset's levels and ``classical_section``; returns its report."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"]["noise_sigma"] = 0.1
-    params["add_noise"]["sweep"][mode] = sweep
+    params["add_noise"]["sweep"][dataset] = sweep
     params["classical"] = classical_section
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    out = root / "reports" / "classical" / f"{mode}.json"
+    out = root / "reports" / "classical" / f"{dataset}.json"
     command = [
-        *[sys.executable, str(ROOT / "stages" / "classical.py"), "--mode", mode],
-        *["--prepared", f"data/{mode}/prepared", "--noisy", f"data/{mode}/noisy"],
+        *[sys.executable, str(ROOT / "stages" / "classical.py"), "--dataset", dataset],
+        *["--prepared", f"data/{dataset}/prepared", "--noisy", f"data/{dataset}/noisy"],
         *["--out", str(out.relative_to(root))],
     ]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
@@ -165,8 +167,8 @@ def test_stage_chooses_each_setting_per_level_on_validation_and_scores_the_test_
     report = run_stage(tmp_path, "gray", [0.05], section)
 
     stdout = report.pop("stdout")
-    assert set(report) == {"mode", "channels", "data_hash", "levels"}
-    assert (report["mode"], report["channels"], report["data_hash"]) == ("gray", 1, "gray-1")
+    assert set(report) == {"dataset", "channels", "data_hash", "levels"}
+    assert (report["dataset"], report["channels"], report["data_hash"]) == ("gray", 1, "gray-1")
     assert list(report["levels"]) == ["0.05", "0.1"]
     names = {"tv": "weight", "nl_means": "h"}
     for key, rows in report["levels"].items():
@@ -205,7 +207,7 @@ def test_stage_runs_colour_bm3d_on_colour_images(tmp_path):
     section = {"methods": ["bm3d"], "bm3d_sigma_scale": [1.0]}
     report = run_stage(tmp_path, "colour", [0.1], section)
 
-    assert (report["mode"], report["channels"]) == ("colour", 3)
+    assert (report["dataset"], report["channels"]) == ("colour", 3)
     assert list(report["levels"]) == ["0.1"]
     row = report["levels"]["0.1"]["bm3d"]
     assert set(row) == ROW_KEYS

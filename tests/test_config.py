@@ -7,14 +7,15 @@ from denoiselab import catalogue, config, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every setting of every training config, as each model trained before the shared `train`
-# section existed: moving settings between sections must leave the resolved values alone.
+# Every setting of every training config, as the default run trains each model: moving
+# settings between sections must leave the resolved values alone.
 UNET = {
     "model": "unet",
     "base_filters": 16,
     "depth": 3,
     "residual": True,
     "batch_norm": False,
+    "bias": False,
     "loss": "mse",
     "learning_rate": 0.002,
     "lr_schedule": "cosine",
@@ -24,6 +25,7 @@ UNET = {
     "crop_size": 48,
     "fresh_noise": True,
     "noise_sigma_range": [0.0, 0.2],
+    "noise_sigma_power": 1.5,
     "augment": True,
     "jit_compile": False,
     "precision": "auto",
@@ -37,6 +39,7 @@ RESOLVED = {
         "base_filters": 32,
         "depth": 2,
         "residual": False,
+        "bias": True,
         "loss": "bce",
         "learning_rate": 0.001,
         "lr_schedule": "constant",
@@ -63,7 +66,7 @@ TUNE_TRAIN = {**UNET, "steps_per_execution": 8}
 TUNE = {
     "n_trials": 5,
     "trial_epochs": 3,
-    "trial_budget_tflop": 4.5,
+    "trial_budget_s": 55.0,
     "search": {
         "learning_rate": [0.0005, 0.004],
         "base_filters": [16, 24, 32],
@@ -73,7 +76,8 @@ TUNE = {
         "batch_norm": [False],
     },
     "final_epochs": 20,
-    "final_budget_tflop": 60.0,
+    "final_budget_s": 720.0,
+    "reference_gflops": {"8": 41.0, "16": 83.0, "24": 94.0, "32": 104.0},
     "warm_start": True,
     "storage": None,
     "study_name": "unet_tune",

@@ -211,8 +211,8 @@ def test_prepare_and_add_noise_stages_write_whole_val_images(tmp_path):
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage, args in (
-        ("prepare", ["--mode", "gray", "--out", "prepared"]),
-        ("add_noise", ["--mode", "gray", "--prepared", "prepared", "--out", "noisy"]),
+        ("prepare", ["--dataset", "gray", "--out", "prepared"]),
+        ("add_noise", ["--dataset", "gray", "--prepared", "prepared", "--out", "noisy"]),
     ):
         command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--params", "params.yaml"]
         run_command(command + args, tmp_path, dict(os.environ), timeout=300)
@@ -242,20 +242,20 @@ def test_noise_is_stored_per_sweep_level_with_the_protocols_pixels(tmp_path):
     params["prepare"].update(patch_size=48, stride=8)
     params["add_noise"]["sweep"] = {"gray": [0.2, 0.05], "colour": [0.15]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for mode in ("gray", "colour"):
+    for dataset in ("gray", "colour"):
         for stage, args in (
-            ("prepare", ["--out", f"{mode}/prepared"]),
-            ("add_noise", ["--prepared", f"{mode}/prepared", "--out", f"{mode}/noisy"]),
+            ("prepare", ["--out", f"{dataset}/prepared"]),
+            ("add_noise", ["--prepared", f"{dataset}/prepared", "--out", f"{dataset}/noisy"]),
         ):
-            command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--mode", mode]
+            command = [sys.executable, str(ROOT / f"stages/{stage}.py"), "--dataset", dataset]
             run_command(command + args, tmp_path, dict(os.environ), timeout=300)
     expected_levels = {"gray": ["0.05", "0.1", "0.2"], "colour": ["0.1", "0.15"]}
-    for mode, levels in expected_levels.items():
-        root = tmp_path / mode
-        # The seed's level (base.noise_sigma) is always there, for the first table.
+    for dataset, levels in expected_levels.items():
+        root = tmp_path / dataset
+        # The reference level (base.noise_sigma) is always there, for the first table.
         assert sorted(path.name for path in (root / "noisy/levels").iterdir()) == levels
         clean = files.load_arrays(root / "prepared/test.npz")
-        assert next(iter(clean.values())).shape[-1] == (1 if mode == "gray" else 3)
+        assert next(iter(clean.values())).shape[-1] == (1 if dataset == "gray" else 3)
         for level in levels:
             noisy = files.load_arrays(root / f"noisy/levels/{level}/test.npz")
             expected = noise.noisy_images(clean, float(level), 0)

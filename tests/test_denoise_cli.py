@@ -465,7 +465,7 @@ def test_help_explains_colour_handling(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "grayscale model denoises each colour channel" in help_text
     assert "alpha" in help_text and "16-bit" in help_text
-    # Blind models, and which one each mode gets.
+    # Blind models, and which one each kind of image gets.
     assert "need no noise level" in help_text and "sigma about 0.2" in help_text
     assert "to champion_rgb (else models/unet_rgb" in help_text
 

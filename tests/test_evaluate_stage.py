@@ -28,8 +28,8 @@ def write_repo(root: Path) -> None:
     """Both datasets with noise at every level, classical reports, params and four trained
     models (three gray, one colour), each with its finished MLflow run."""
     rng = np.random.default_rng(0)
-    for mode, levels in LEVELS.items():
-        shape = (1, CHANNELS[mode])
+    for dataset, levels in LEVELS.items():
+        shape = (1, CHANNELS[dataset])
 
         def images(names, size, shape=shape):
             return {
@@ -37,13 +37,13 @@ def write_repo(root: Path) -> None:
             }
 
         test, val = images(["a", "b"], (24, 20)), images(["c", "d"], (37, 29))
-        data = root / "data" / mode
+        data = root / "data" / dataset
         files.save_arrays(data / "prepared/test.npz", test)
         files.save_arrays(data / "prepared/val_images.npz", val)
         files.write_json(
-            data / "prepared/manifest.json", {"data_hash": f"tiny-{mode}", "channels": shape[1]}
+            data / "prepared/manifest.json", {"data_hash": f"tiny-{dataset}", "channels": shape[1]}
         )
-        report = {"mode": mode, "data_hash": f"tiny-{mode}", "levels": {}}
+        report = {"dataset": dataset, "data_hash": f"tiny-{dataset}", "levels": {}}
         for level in levels:
             folder = data / "noisy" / noise.LEVELS_FOLDER / noise.level_key(level)
             files.save_arrays(folder / "test.npz", noise.noisy_images(test, level, 0))
@@ -52,19 +52,19 @@ def write_repo(root: Path) -> None:
             row.update(per_image={"a": row.copy(), "b": row.copy()})
             row.update(params={"sigma_scale": 1.0}, val_psnr=None)
             report["levels"][noise.level_key(level)] = {"bm3d": row}
-        files.write_json(root / f"reports/classical/{mode}.json", report)
+        files.write_json(root / f"reports/classical/{dataset}.json", report)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["add_noise"]["sweep"] = {mode: list(levels) for mode, levels in LEVELS.items()}
+    params["add_noise"]["sweep"] = {dataset: list(levels) for dataset, levels in LEVELS.items()}
     params["evaluate"]["register_models"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     tracking.setup()
     for name, shift in SHIFTS.items():
-        mode = catalogue.MODELS[name].dataset
-        model, config = shift_model((shift,) * CHANNELS[mode])
+        dataset = catalogue.MODELS[name].dataset
+        model, config = shift_model((shift,) * CHANNELS[dataset])
         folder = root / "models" / name
         # As a training stage leaves it: the folder saved, the run finished without a model.
         with tracking.model_run(name, "test", {}) as run:
-            info = {"data_hash": f"tiny-{mode}", "mlflow_run_id": run.info.run_id}
+            info = {"data_hash": f"tiny-{dataset}", "mlflow_run_id": run.info.run_id}
             models.save_model_dir(model, config, folder, info)
 
 
@@ -87,7 +87,7 @@ def repo(repo_root):
     return repo_root
 
 
-def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_mode(repo):
+def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_dataset(repo):
     import mlflow
 
     result = run_evaluate(repo)
@@ -125,7 +125,7 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_mode(r
     assert "champion_rgb now cae" in result.stdout
 
 
-def test_the_sweep_holds_every_method_per_mode_and_level_with_the_champion(repo):
+def test_the_sweep_holds_every_method_per_dataset_and_level_with_the_champion(repo):
     run_evaluate(repo)
     summary = files.read_json(repo / "reports/metrics.json")
     # The first table: the reference level, gray models and the classical baselines.
@@ -133,17 +133,17 @@ def test_the_sweep_holds_every_method_per_mode_and_level_with_the_champion(repo)
     assert "unet_rgb" not in summary
     sweep = summary["sweep"]
     assert sweep["champions"] == {"gray": "cae", "colour": "cae"}
-    for mode, levels in LEVELS.items():
-        assert list(sweep[mode]) == [noise.level_key(level) for level in levels]
+    for dataset, levels in LEVELS.items():
+        assert list(sweep[dataset]) == [noise.level_key(level) for level in levels]
         for level in levels:
-            rows = sweep[mode][noise.level_key(level)]
+            rows = sweep[dataset][noise.level_key(level)]
             assert set(rows["champion"]) == {"psnr", "ssim"}
-            champion = sweep["champions"][mode]
+            champion = sweep["champions"][dataset]
             assert rows["champion"] == rows[champion]
             assert rows["bm3d"]["psnr"] == pytest.approx(30.0 - 10 * level)
             # Scores of the stored noisy pixels: a model that subtracts 0.12 loses to one
             # that subtracts nothing at every level.
-            if mode == "gray":
+            if dataset == "gray":
                 assert rows["cae"]["psnr"] > rows["unet_tuned"]["psnr"]
     # The noisy input's PSNR falls as the noise rises.
     noisy = [sweep["gray"][key]["noisy"]["psnr"] for key in ("0.05", "0.1", "0.2")]

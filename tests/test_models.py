@@ -12,11 +12,12 @@ CONFIGS = [
     ModelConfig(
         model="unet", base_filters=4, depth=3, residual=False, batch_norm=True, channels=3
     ),
+    ModelConfig(model="unet", base_filters=4, depth=2, residual=True, bias=False, channels=3),
 ]
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-{config.precision}"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
 )
 def test_output_shape_equals_input_shape_for_any_size(config):
     model = models.build_model(config)
@@ -28,7 +29,7 @@ def test_output_shape_equals_input_shape_for_any_size(config):
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-{config.precision}"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
 )
 def test_model_saves_and_loads_with_its_config(config, tmp_path):
     model = models.build_model(config)
@@ -50,6 +51,20 @@ def test_weights_file_is_byte_stable(tmp_path):
     assert (tmp_path / "a" / models.WEIGHTS_FILE).read_bytes() == (
         tmp_path / "b" / models.WEIGHTS_FILE
     ).read_bytes()
+
+
+def test_bias_free_unet_has_no_bias_and_scales_with_its_input():
+    model = models.build_model(CONFIGS[3])
+    assert not any(getattr(layer, "bias", None) is not None for layer in model.layers)
+    # Without additive constants a ReLU network is positively homogeneous: twice the input,
+    # twice the output; one with biases is not.
+    batch = np.random.default_rng(4).random((1, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(2 * batch), 2 * model(batch), rtol=1e-4, atol=1e-5)
+    biased = models.build_model(CONFIGS[3].model_copy(update={"bias": True}))
+    for layer in biased.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.full(layer.bias.shape, 0.1, np.float32))
+    assert not np.allclose(biased(2 * batch), 2 * biased(batch), atol=1e-3)
 
 
 def test_residual_unet_with_zero_noise_head_is_identity():
@@ -110,7 +125,7 @@ def test_unknown_model_and_bad_paths(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
 )
 def test_onnx_export_computes_what_keras_computes(config, tmp_path):
     from denoiselab import onnx_export
@@ -131,7 +146,7 @@ def test_onnx_export_computes_what_keras_computes(config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch"
+    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
 )
 def test_onnx_export_of_a_bfloat16_model_agrees_within_bfloat16_rounding(config, tmp_path):
     from denoiselab import onnx_export, precision

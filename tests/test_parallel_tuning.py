@@ -30,9 +30,9 @@ def tiny_params() -> dict:
     params["tune_unet"].update(
         n_trials=4,
         trial_epochs=2,
-        trial_budget_tflop=0.004,
+        trial_budget_s=0.04,
         final_epochs=1,
-        final_budget_tflop=0.002,
+        final_budget_s=0.02,
         storage=None,
     )
     params["tune_unet"]["search"].update(base_filters=[4], depth=[2], batch_size=[8])
@@ -245,8 +245,9 @@ def test_without_saved_weights_the_final_run_starts_from_scratch(tmp_path, caplo
 
 
 def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with():
-    # The default run's best trial (reports/best_params.json) and its final run's config, as
-    # they were before tune_unet took its training settings from the shared train section.
+    # The default run's best trial and its final run's config: the shared train section's
+    # settings with the drawn keys; the final run keeps 560 steps of 16 per epoch at 16 wide,
+    # and a wider trial gets more FLOPs than at equal compute (96 steps, not 88).
     tune = config.load_params(ROOT / "params.yaml").tune_unet
     best = {
         "base_filters": 16,
@@ -259,6 +260,8 @@ def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with(
     common = {
         "model": "unet",
         "residual": True,
+        "bias": False,
+        "noise_sigma_power": 1.5,
         "lr_schedule": "cosine",
         "crop_size": 48,
         "fresh_noise": True,
@@ -269,19 +272,36 @@ def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with(
         "distribution": "none",
         "steps_per_execution": 8,
     }
-    final = tuning.budgeted_config(best, tune, 1, 64, tune.final_epochs, tune.final_budget_tflop)
+    final = tuning.budgeted_config(best, tune, 1, 64, tune.final_epochs, tune.final_budget_s)
     assert config.to_dict(final) == {**common, **best, "epochs": 20, "steps_per_epoch": 560}
     drawn = {**best, "base_filters": 24, "depth": 3, "loss": "l1", "learning_rate": 0.001}
-    trial = tuning.budgeted_config(drawn, tune, 1, 64, tune.trial_epochs, tune.trial_budget_tflop)
-    assert config.to_dict(trial) == {**common, **drawn, "epochs": 3, "steps_per_epoch": 88}
+    trial = tuning.budgeted_config(drawn, tune, 1, 64, tune.trial_epochs, tune.trial_budget_s)
+    assert config.to_dict(trial) == {**common, **drawn, "epochs": 3, "steps_per_epoch": 96}
 
 
 def test_a_trial_budget_becomes_whole_executions_of_the_graph():
     model_config = config.ModelConfig(model="unet", base_filters=8, depth=2, channels=1)
-    exact = tuning.steps_for_budget(model_config, 48, 16, 3, 0.5)
-    rounded = tuning.steps_for_budget(model_config, 48, 16, 3, 0.5, multiple_of=8)
+    exact = tuning.steps_for_budget(model_config, 48, 16, 3, 5.0, {8: 100.0})
+    rounded = tuning.steps_for_budget(model_config, 48, 16, 3, 5.0, {8: 100.0}, multiple_of=8)
     assert rounded % 8 == 0
     assert abs(rounded - exact) <= 4
+
+
+def test_a_width_the_hardware_runs_faster_gets_more_flops_for_the_same_seconds():
+    table = {16: 100.0, 64: 400.0}
+    assert tuning.reference_gflops(table, 8) == 100.0
+    assert tuning.reference_gflops(table, 16) == 100.0
+    assert tuning.reference_gflops(table, 32) == pytest.approx(200.0)
+    assert tuning.reference_gflops(table, 128) == 400.0
+
+    def steps(width, gflops):
+        network = config.ModelConfig(model="unet", base_filters=width, depth=2, channels=1)
+        return tuning.steps_for_budget(network, 48, 16, 1, 60.0, gflops)
+
+    # Twice as wide is four times the FLOPs per step: at equal GFLOP/s a quarter of the steps,
+    # at twice the GFLOP/s half of them.
+    assert steps(32, {16: 100.0}) == pytest.approx(steps(16, {16: 100.0}) / 4, rel=0.02)
+    assert steps(32, table) == pytest.approx(steps(16, table) / 2, rel=0.02)
 
 
 @pytest.mark.slow
@@ -350,3 +370,15 @@ def test_a_trial_of_a_killed_worker_is_failed_and_retried_by_the_next_worker(tmp
     assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].value == killed.params["x"]
     assert studies.count_finished(study) == 1
+
+
+def test_a_new_study_tries_every_depth_of_the_search_first():
+    params = tiny_params()
+    params["tune_unet"]["search"]["depth"] = [2, 3, 4]
+    params["tune_unet"]["n_trials"] = 3
+    tune = config.parse_params(params).tune_unet
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    tuning.enqueue_every_depth(study, tune)
+    tuning.enqueue_every_depth(study, tune)  # a second process finds them queued
+    study.optimize(lambda trial: float(tuning.suggest(trial, tune)["depth"]), n_trials=3)
+    assert sorted(trial.params["depth"] for trial in study.trials) == [2, 3, 4]

@@ -11,10 +11,14 @@ from conftest import run_command as run
 
 from denoiselab import catalogue, serving
 
-MODES = ("gray", "colour")
+DATASETS = ("gray", "colour")
 
 STAGES = {
-    *(f"{stage}@{mode}" for stage in ("prepare", "add_noise", "classical") for mode in MODES),
+    *(
+        f"{stage}@{dataset}"
+        for stage in ("prepare", "add_noise", "classical")
+        for dataset in DATASETS
+    ),
     *(f"train@{name}" for name in ("cae", "unet", "unet_rgb")),
     "tune_unet",
     "evaluate",
@@ -65,44 +69,44 @@ def test_every_stage_ran_and_wrote_its_outputs(smoke_repo):
     figures = ("loss_comparison", "ssim_comparison", "sample_comparison", "psnr_vs_sigma")
     for figure in figures:
         assert (repo / f"reports/figures/{figure}.png").read_bytes()[:4] == b"\x89PNG"
-    for mode in MODES:
-        manifest = json.loads((repo / f"data/{mode}/prepared/manifest.json").read_text())
+    for dataset in DATASETS:
+        manifest = json.loads((repo / f"data/{dataset}/prepared/manifest.json").read_text())
         assert {entry["split"] for entry in manifest["images"]} == {"train", "val", "test"}
-        assert manifest["channels"] == {"gray": 1, "colour": 3}[mode]
+        assert manifest["channels"] == {"gray": 1, "colour": 3}[dataset]
     best = json.loads((repo / "reports/best_params.json").read_text())
     assert len(best["trials"]) == 2
 
 
-def test_the_sweep_scores_every_method_at_every_level_of_each_mode(smoke_repo):
+def test_the_sweep_scores_every_method_at_every_level_of_each_dataset(smoke_repo):
     repo, _, _ = smoke_repo
     sweep = json.loads((repo / "reports/metrics.json").read_text())["sweep"]
     levels = {"gray": ["0.05", "0.1", "0.15", "0.2"], "colour": ["0.05", "0.1", "0.2"]}
     methods = {"champion", "noisy", "tv", "wavelet", "nl_means"}
-    for mode, keys in levels.items():
-        assert list(sweep[mode]) == keys
+    for dataset, keys in levels.items():
+        assert list(sweep[dataset]) == keys
         for level in keys:
-            rows = sweep[mode][level]
+            rows = sweep[dataset][level]
             assert methods <= set(rows)
             for row in rows.values():
                 assert 0 < row["psnr"] < 60 and 0 < row["ssim"] <= 1
         # The noisier the input, the lower its PSNR.
-        noisy = [sweep[mode][level]["noisy"]["psnr"] for level in keys]
+        noisy = [sweep[dataset][level]["noisy"]["psnr"] for level in keys]
         assert noisy == sorted(noisy, reverse=True)
     # Every model on both kinds of images, as `denoiselab denoise` would run it there.
-    for mode in MODES:
-        assert set(catalogue.MODEL_NAMES) <= set(sweep[mode]["0.1"])
-        assert set(sweep["validation"][mode]) == set(catalogue.MODEL_NAMES)
-        # The champion row is the model `denoiselab denoise` uses for that mode: the best
-        # on that mode's validation images.
-        champion = sweep["champions"][mode]
-        assert sweep[mode]["0.1"]["champion"] == sweep[mode]["0.1"][champion]
-        validation = sweep["validation"][mode]
+    for dataset in DATASETS:
+        assert set(catalogue.MODEL_NAMES) <= set(sweep[dataset]["0.1"])
+        assert set(sweep["validation"][dataset]) == set(catalogue.MODEL_NAMES)
+        # The champion row is the model `denoiselab denoise` uses for that dataset: the best
+        # on that dataset's validation images.
+        champion = sweep["champions"][dataset]
+        assert sweep[dataset]["0.1"]["champion"] == sweep[dataset]["0.1"][champion]
+        validation = sweep["validation"][dataset]
         assert validation[champion] == max(validation.values())
-    # The classical rows come from their own stage, one report per mode.
-    for mode in MODES:
-        report = json.loads((repo / f"reports/classical/{mode}.json").read_text())
+    # The classical rows come from their own stage, one report per dataset.
+    for dataset in DATASETS:
+        report = json.loads((repo / f"reports/classical/{dataset}.json").read_text())
         assert report["levels"]["0.2"]["tv"]["psnr"] == pytest.approx(
-            sweep[mode]["0.2"]["tv"]["psnr"], abs=1e-4
+            sweep[dataset]["0.2"]["tv"]["psnr"], abs=1e-4
         )
 
 
@@ -136,12 +140,12 @@ def test_mlflow_holds_every_model_run_with_histories_and_models(smoke_repo):
         history = client.get_metric_history(found.info.run_id, "val_loss")
         assert [point.step for point in history] == [1, 2]
         assert {"psnr", "ssim", "val_psnr", "val_ssim_tf"} <= set(found.data.metrics)
-        mode = catalogue.MODELS[name].dataset
-        sweep = metrics["sweep"][mode]
+        dataset = catalogue.MODELS[name].dataset
+        sweep = metrics["sweep"][dataset]
         for level in sweep:
-            logged = found.data.metrics[f"sweep_{mode}_psnr_{level}"]
+            logged = found.data.metrics[f"sweep_{dataset}_psnr_{level}"]
             assert logged == pytest.approx(sweep[level][name]["psnr"], abs=1e-3)
-        channels = {"gray": 1, "colour": 3}[mode]
+        channels = {"gray": 1, "colour": 3}[dataset]
         assert found.data.params["data_hash"]
         assert found.data.params["channels"] == str(channels)
         # DVC's name of the stage that trained it: train@<model> (a foreach item) or tune_unet.
@@ -182,7 +186,7 @@ def test_prepare_and_add_noise_are_byte_reproducible(smoke_repo):
     output = run(["dvc", "repro", "-f", "-s", "prepare"], repo, env)
     output += run(["dvc", "repro", "-f", "-s", "add_noise"], repo, env)
     assert stages_run(output) == {
-        f"{stage}@{mode}" for stage in ("prepare", "add_noise") for mode in MODES
+        f"{stage}@{dataset}" for stage in ("prepare", "add_noise") for dataset in DATASETS
     }
     assert (repo / "dvc.lock").read_text() == before
 

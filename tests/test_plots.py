@@ -41,7 +41,7 @@ def _lines(axis) -> dict[str, tuple[list[float], list[float]]]:
     }
 
 
-def test_psnr_vs_sigma_draws_each_mode_in_its_panel(figure):
+def test_psnr_vs_sigma_draws_each_dataset_in_its_panel(figure):
     gray_axis, colour_axis = figure.axes
     assert "gray" in gray_axis.get_title()
     assert "colour" in colour_axis.get_title()

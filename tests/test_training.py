@@ -60,6 +60,32 @@ def test_blind_dataset_draws_each_patch_a_level_from_the_range():
     np.testing.assert_array_equal(noisy, again)
 
 
+def test_noise_sigma_power_draws_more_low_levels_within_the_same_range():
+    uniform = np.random.default_rng(0).random(20000)
+    even = training.noise_sigma_from_uniform(uniform, (0.0, 0.2), 1.0)
+    low = training.noise_sigma_from_uniform(uniform, (0.0, 0.2), 1.5)
+    assert even.min() >= 0 and even.max() <= 0.2 and low.min() >= 0 and low.max() <= 0.2
+    # Uniform: a quarter of the draws below 0.05; power 1.5: (1/4)**(1/1.5) = 40 percent.
+    assert np.mean(even < 0.05) == pytest.approx(0.25, abs=0.01)
+    assert np.mean(low < 0.05) == pytest.approx(0.25 ** (1 / 1.5), abs=0.01)
+    assert np.mean(low) == pytest.approx(0.2 / 2.5, abs=0.002)
+
+
+def test_blind_dataset_draws_levels_by_the_power():
+    clean = np.full((256, 16, 16, 1), 0.5, np.float32)
+
+    def stds(power):
+        config = tiny_config(
+            batch_size=256, augment=False, noise_sigma_range=(0.0, 0.2), noise_sigma_power=power
+        )
+        noisy, clean_batch = next(iter(training.make_train_dataset(clean, None, config, 0.1, 0)))
+        return np.std((noisy - clean_batch).numpy(), axis=(1, 2, 3))
+
+    even, low = stds(1.0), stds(2.0)
+    assert np.mean(even) == pytest.approx(0.1, abs=0.015)
+    assert np.mean(low) == pytest.approx(0.2 / 3, abs=0.015)
+
+
 def test_a_blind_model_is_validated_at_each_quarter_of_its_range():
     assert training.validation_levels((0.0, 0.2)) == (0.05, 0.1, 0.15, 0.2)
     clean = np.full((3, 16, 16, 1), 0.5, np.float32)
@@ -84,6 +110,8 @@ def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
 
 
 def test_training_lowers_the_loss_and_records_each_epoch():
+    # Seeded, so the initial weights do not depend on the tests that ran before.
+    keras.utils.set_random_seed(0)
     clean = smooth_patches(32)
     config = tiny_config(base_filters=8, steps_per_epoch=30, learning_rate=5e-3)
     model = models.build_model(config.architecture(1))

@@ -26,10 +26,10 @@ Denoises images and writes each as OUTDIR/<name>.png with the input's size, colo
 and bit depth: grayscale stays grayscale, RGB stays RGB, RGBA keeps its alpha unchanged,
 16-bit stays 16-bit. The models are blind: trained on Gaussian noise of every level up to
 sigma about 0.2 on [0, 1] (about 50 on 0-255), they need no noise level.
-Without --model, each image goes to the champion of its mode, loaded only when an image
-of that mode comes: grayscale images (L, LA, 16-bit gray) to champion (else
+Without --model, each image goes to the champion of its kind, loaded only when an image
+of that kind comes: grayscale images (L, LA, 16-bit gray) to champion (else
 models/unet_tuned), colour images (RGB, RGBA, palette, CMYK) to champion_rgb (else
-models/unet_rgb, else the grayscale champion); stderr names the model of each mode.
+models/unet_rgb, else the grayscale champion); stderr names the model of each kind.
 --model uses one model for every image. A grayscale model denoises each colour channel on
 its own; a colour model gets a grayscale image repeated to 3 channels and its output
 converted back to grayscale.
@@ -40,14 +40,14 @@ written (each named on stderr), 2 for a usage or model error (a model that canno
 loaded stops the run)."""
 
 MODEL_HELP = (
-    "one model for every image, instead of the champion of each image's mode: champion (the "
+    "one model for every image, instead of the champion of each image's kind: champion (the "
     "grayscale model best on validation in the MLflow registry, else models/unet_tuned), "
     "champion_rgb (the colour one, else models/unet_rgb), cae, unet, unet_tuned, unet_rgb "
     "(registry alias, else models/<name>), a model folder or .keras file, or an MLflow model "
     "URI such as models:/denoiselab@champion or runs:/RUN_ID/model"
 )
 # What stderr calls the images of each channel count (without alpha) and its champion.
-MODE_NAMES = {1: "grayscale", 3: "colour"}
+KIND_NAMES = {1: "grayscale", 3: "colour"}
 
 
 def _profile_args(args: argparse.Namespace) -> int:
@@ -114,13 +114,13 @@ def _image_channels(pixels: np.ndarray) -> int:
     return 3 if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else 1
 
 
-class _ChampionsByMode:
+class _ChampionsByKind:
     """The model for each image when ``--model`` is not given: the champion of the image's
-    mode (see :func:`denoiselab.selection.choose_champion`), located and loaded the first time
-    an image of that mode needs it, so a folder of grayscale images never touches the colour
-    model.
+    kind, grayscale or colour (see :func:`denoiselab.selection.choose_champion`), located and
+    loaded the first time an image of that kind needs it, so a folder of grayscale images never
+    touches the colour model.
 
-    ``report`` gets one line per mode, the first time an image of that mode comes, naming
+    ``report`` gets one line per kind, the first time an image of that kind comes, naming
     the model that denoises its images. Colour images fall back to the grayscale champion,
     channel by channel, when there is neither a colour champion nor the folder standing in
     for it.
@@ -130,14 +130,14 @@ class _ChampionsByMode:
         self._report = report
         self._registry: tuple[Path, dict[str, str]] | None = None
         self._champions: dict[str, tuple[selection.ModelSource, model_store.Denoiser]] = {}
-        self._by_mode: dict[int, model_store.Denoiser] = {}
+        self._by_kind: dict[int, model_store.Denoiser] = {}
 
     def for_pixels(self, pixels: np.ndarray) -> model_store.Denoiser:
         """The loaded model that denoises an image file's pixels (HW or HWC)."""
         channels = _image_channels(pixels)
-        if channels not in self._by_mode:
-            self._by_mode[channels] = self._choose(channels)
-        return self._by_mode[channels]
+        if channels not in self._by_kind:
+            self._by_kind[channels] = self._choose(channels)
+        return self._by_kind[channels]
 
     def _choose(self, channels: int) -> model_store.Denoiser:
         from denoiselab import model_store, registry, selection
@@ -147,19 +147,19 @@ class _ChampionsByMode:
             channels, aliases, lambda name: model_store.has_folder(root, name)
         )
         source, denoiser = self._champion(choice.alias)
-        mode = MODE_NAMES[channels]
+        kind = KIND_NAMES[channels]
         if choice.borrowed:
             alias = registry.CHAMPIONS[channels]
             folder = selection.fallback_folder(alias, root)
             self._report(
-                f"denoiselab: {mode} images: no {alias} in the MLflow model registry and no "
+                f"denoiselab: {kind} images: no {alias} in the MLflow model registry and no "
                 f"{folder}; using the grayscale model on each colour channel ({source.location})"
             )
         else:
             # A fallback's note names the folder and says why; otherwise the alias and where
             # its model was loaded from.
             used = source.note or f"{choice.alias} ({source.location})"
-            self._report(f"denoiselab: {mode} images: {used}")
+            self._report(f"denoiselab: {kind} images: {used}")
         return denoiser
 
     def _champion(self, alias: str) -> tuple[selection.ModelSource, model_store.Denoiser]:
@@ -200,7 +200,7 @@ def _denoise(args: argparse.Namespace) -> int:
         def report(line: str) -> None:
             progress.write(line, file=sys.stderr)
 
-        champions = _ChampionsByMode(report)
+        champions = _ChampionsByKind(report)
         for job in progress:
             try:
                 image = images.read_image(job.source)

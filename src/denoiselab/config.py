@@ -30,8 +30,8 @@ Loss = Literal["bce", "mse", "l1"]
 Precision = Literal["auto", "float32", "mixed_bfloat16"]
 ClassicalMethod = Literal["tv", "wavelet", "nl_means", "bm3d"]
 # The two kinds of data and models: grayscale (1 channel) and colour (3 channels, RGB).
-Mode = Literal["gray", "colour"]
-MODE_CHANNELS = {"gray": 1, "colour": 3}
+Dataset = Literal["gray", "colour"]
+DATASET_CHANNELS = {"gray": 1, "colour": 3}
 LrSchedule = Literal["constant", "cosine"]
 Distribution = Literal["none", "mirrored", "multi_worker"]
 CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
@@ -157,7 +157,7 @@ SweepLevels = Annotated[ChoicesOf[Sigma], AfterValidator(_sweep)]
 
 
 class SweepConfig(Section):
-    """Noise levels every method is scored at, per mode (docs/protocol.md)."""
+    """Noise levels every method is scored at, per dataset (docs/protocol.md)."""
 
     gray: SweepLevels = (0.05, 0.1, 0.15, 0.2)
     colour: SweepLevels = (0.05, 0.1, 0.2)
@@ -177,6 +177,9 @@ class NetworkConfig(Section):
     depth: Depth = 3
     residual: bool = True
     batch_norm: bool = False
+    # False: bias-free convolutions (Mohan et al., ICLR 2020), which generalise across noise
+    # levels; True keeps biases (the default of models saved before the key existed).
+    bias: bool = True
 
 
 class ModelConfig(NetworkConfig):
@@ -204,6 +207,10 @@ class TrainConfig(NetworkConfig):
     # [low, high]: blind training, each patch's sigma drawn uniformly from the range; null:
     # every patch at base.noise_sigma.
     noise_sigma_range: NoiseRange | None = None
+    # How a blind model's sigma is drawn from noise_sigma_range: low + (high - low) * u**power
+    # with u uniform in [0, 1]; 1 is uniform, above 1 draws more low levels, where one blind
+    # model trails most (Gnanasambandam and Chan, ICML 2020).
+    noise_sigma_power: Annotated[float, interval(0.25, 4)] = 1.0
     augment: bool = True
     jit_compile: bool = False
     precision: Precision = "auto"
@@ -216,6 +223,9 @@ class TrainConfig(NetworkConfig):
             rule = "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true"
             _refuse("loss", rule, self.loss)
         _require_divisible("crop_size", self.crop_size, (self.depth,))
+        if self.batch_norm and not self.bias:
+            rule = "must be true with batch_norm: true (batch normalisation adds a shift)"
+            _refuse("bias", rule, self.bias)
         if self.noise_sigma_range is not None and not self.fresh_noise:
             rule = "needs fresh_noise: true (the noise is drawn while training)"
             _refuse("noise_sigma_range", rule, self.noise_sigma_range)
@@ -248,10 +258,19 @@ TRIAL_SET_KEYS = ("epochs", "steps_per_epoch")
 class TuneConfig(Section):
     n_trials: Positive = 8
     trial_epochs: Positive = 3
-    trial_budget_tflop: PositiveNumber = 5.0
+    # Budgets in seconds of training on the reference machine, turned into steps with the
+    # training throughput measured there for the drawn width (reference_gflops), so that every
+    # trial costs about the same time and a width the hardware runs faster gets more FLOPs.
+    trial_budget_s: PositiveNumber = 50.0
     search: SearchConfig = SearchConfig()
     final_epochs: Positive = 20
-    final_budget_tflop: PositiveNumber = 80.0
+    final_budget_s: PositiveNumber = 500.0
+    # Training GFLOP/s by base width (a U-Net, batch 16, crop 48, float32) on the reference
+    # machine; a width between two entries is interpolated on a log scale, one outside them
+    # takes the nearest entry.
+    reference_gflops: Annotated[
+        dict[Filters, PositiveNumber], Field(strict=False, min_length=1)
+    ] = {16: 100.0}
     warm_start: bool = True
     storage: str | None = None
     study_name: str = "unet_tune"

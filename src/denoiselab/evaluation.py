@@ -31,8 +31,9 @@ from denoiselab.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Champion:
-    """The model `denoiselab denoise` uses for one mode: one of this run's models (``source``
-    None) or a registered version from an earlier run, loaded from ``source``."""
+    """The model `denoiselab denoise` uses for one dataset's kind of image: one of this run's
+    models (``source`` None) or a registered version from an earlier run, loaded from
+    ``source``."""
 
     label: str
     source: selection.ModelSource | None = None
@@ -42,7 +43,7 @@ class Champion:
 class ModelRun:
     """What one model's training run gets from the evaluation: its test scores at the
     reference level and its validation PSNR, both on its own dataset, and its test scores per
-    mode and level of the sweep."""
+    dataset and level of the sweep."""
 
     run_id: str
     test_scores: dict
@@ -63,13 +64,13 @@ class Evaluation:
 
 
 def read_baselines(folder: Path, datasets: dict[str, scoring.Dataset]) -> dict[str, dict]:
-    """The classical stage's ``<mode>.json`` reports, each checked to be of the same data."""
-    baselines = {mode: files.read_json(folder / f"{mode}.json") for mode in datasets}
-    for mode, report in baselines.items():
-        if report.get("data_hash") != datasets[mode].data_hash:
+    """The classical stage's ``<dataset>.json`` reports, each checked to be of the same data."""
+    baselines = {dataset: files.read_json(folder / f"{dataset}.json") for dataset in datasets}
+    for dataset, report in baselines.items():
+        if report.get("data_hash") != datasets[dataset].data_hash:
             raise UserError(
-                f"{folder / f'{mode}.json'}: scored on other data than "
-                f"{datasets[mode].folder}; run `dvc repro`"
+                f"{folder / f'{dataset}.json'}: scored on other data than "
+                f"{datasets[dataset].folder}; run `dvc repro`"
             )
     return baselines
 
@@ -80,11 +81,11 @@ def read_model_infos(models_folder: Path, datasets: dict[str, scoring.Dataset]) 
     for name, entry in catalogue.MODELS.items():
         folder = models_folder / name
         infos[name] = files.read_json(folder / model_store.CONFIG_FILE)
-        dataset = datasets[entry.dataset]
-        if infos[name].get("data_hash") != dataset.data_hash:
+        images = datasets[entry.dataset]
+        if infos[name].get("data_hash") != images.data_hash:
             raise UserError(
                 f"{folder}: trained on data {infos[name].get('data_hash')}, not on "
-                f"{dataset.folder} ({dataset.data_hash}); run `dvc repro`"
+                f"{images.folder} ({images.data_hash}); run `dvc repro`"
             )
     return infos
 
@@ -101,7 +102,7 @@ def evaluate(
     it there, so that each competes for both champions on their validation images; logs each
     model folder into its training run, registers the models when ``register`` and settles
     the champions; rescores a champion from an earlier run, so the sweep's champion row is
-    the model `denoiselab denoise` uses for each mode."""
+    the model `denoiselab denoise` uses for each dataset's kind of image."""
     tracking.setup()
     infos = read_model_infos(models_folder, datasets)
     model_uris = {
@@ -111,21 +112,21 @@ def evaluate(
         for name, entry in catalogue.MODELS.items()
     }
     scores, outputs, val_psnr = {}, {}, {}
-    for mode, dataset in datasets.items():
-        scores[f"noisy/{mode}"], outputs[f"noisy/{mode}"], _ = scoring.score_levels(
-            lambda image: image, dataset, ()
+    for dataset, images in datasets.items():
+        scores[f"noisy/{dataset}"], outputs[f"noisy/{dataset}"], _ = scoring.score_levels(
+            lambda image: image, images, ()
         )
     for name in catalogue.MODEL_NAMES:
         # The same loader and denoising as `denoiselab denoise`, so scores are what users get.
         run = scoring.model_denoiser(model_store.load_folder(models_folder / name))
-        for mode, dataset in datasets.items():
-            key = f"{name}/{mode}"
+        for dataset, images in datasets.items():
+            key = f"{name}/{dataset}"
             scores[key], outputs[key], val_psnr[key] = scoring.score_levels(
-                run, dataset, sweeps[mode]
+                run, images, sweeps[dataset]
             )
             levels = ", ".join(f"{level} {row['psnr']:.2f}" for level, row in scores[key].items())
             print(
-                f"{name} on {mode} images: validation PSNR {val_psnr[key]:.2f} dB (mean over "
+                f"{name} on {dataset} images: validation PSNR {val_psnr[key]:.2f} dB (mean over "
                 f"the sweep); test PSNR by sigma: {levels}",
                 flush=True,
             )
@@ -136,15 +137,15 @@ def evaluate(
                 name=name,
                 run_id=infos[name]["mlflow_run_id"],
                 model_uri=model_uris[name],
-                val_psnr=val_psnr[f"{name}/{mode}"],
+                val_psnr=val_psnr[f"{name}/{dataset}"],
                 test_scores=scores[f"{name}/{entry.dataset}"][table_level],
-                data_hash=dataset.data_hash,
+                data_hash=images.data_hash,
                 channels=datasets[entry.dataset].channels,
-                val_levels=levels_tag(sweeps[mode]),
-                alias=registry.champion_alias(dataset.channels),
+                val_levels=levels_tag(sweeps[dataset]),
+                alias=registry.champion_alias(images.channels),
             )
             for name, entry in catalogue.MODELS.items()
-            for mode, dataset in datasets.items()
+            for dataset, images in datasets.items()
         ]
         for crowning in registry.register_and_crown(candidates):
             verb = "now" if crowning.changed else "stays"
@@ -153,15 +154,17 @@ def evaluate(
                 f"validation PSNR {crowning.val_psnr:.2f} dB): {crowning.reason}"
             )
 
-    champions_by_mode = champions(paths.repo_root(), infos)
-    for mode, champion in champions_by_mode.items():
+    champions_by_dataset = champions(paths.repo_root(), infos)
+    for dataset, champion in champions_by_dataset.items():
         if champion.source is not None:
             run = scoring.model_denoiser(selection.load_denoiser(champion.source))
-            key = f"{champion.label}/{mode}"
-            scores[key], _, val_psnr[key] = scoring.score_levels(run, datasets[mode], sweeps[mode])
+            key = f"{champion.label}/{dataset}"
+            scores[key], _, val_psnr[key] = scoring.score_levels(
+                run, datasets[dataset], sweeps[dataset]
+            )
 
     metrics, per_image = reports(
-        scores, baselines, champions_by_mode, val_psnr, sweeps, table_level
+        scores, baselines, champions_by_dataset, val_psnr, sweeps, table_level
     )
     denoised = {"noisy": outputs["noisy/gray"][table_level]}
     denoised.update({name: outputs[f"{name}/gray"][table_level] for name in catalogue.GRAY_MODELS})
@@ -170,7 +173,7 @@ def evaluate(
             run_id=infos[name]["mlflow_run_id"],
             test_scores=scores[f"{name}/{entry.dataset}"][table_level],
             val_psnr=val_psnr[f"{name}/{entry.dataset}"],
-            sweep={mode: scores[f"{name}/{mode}"] for mode in datasets},
+            sweep={dataset: scores[f"{name}/{dataset}"] for dataset in datasets},
         )
         for name, entry in catalogue.MODELS.items()
     }
@@ -183,21 +186,21 @@ def levels_tag(levels: tuple[float, ...]) -> str:
 
 
 def champions(root: Path, infos: dict[str, dict]) -> dict[str, Champion]:
-    """Each mode's champion as ``denoiselab denoise`` chooses it (see
+    """Each dataset's champion as ``denoiselab denoise`` chooses it for that kind of image (see
     :func:`denoiselab.selection.choose_champion`). ``infos`` maps this run's model names to
     their config.json: a champion of this run is named, one from an earlier run located."""
     aliases = registry.registered_aliases()
     by_run = {info.get("mlflow_run_id"): name for name, info in infos.items()}
     found = {}
-    for mode, channels in catalogue.DATASET_CHANNELS.items():
+    for dataset, channels in catalogue.DATASET_CHANNELS.items():
         choice = selection.choose_champion(channels, aliases, lambda name: name in infos)
         if choice.run_id is None:
-            found[mode] = Champion(choice.fallback)
+            found[dataset] = Champion(choice.fallback)
         elif choice.run_id in by_run:
-            found[mode] = Champion(by_run[choice.run_id])
+            found[dataset] = Champion(by_run[choice.run_id])
         else:
             source = selection.locate_model(choice.alias, root, aliases)
-            found[mode] = Champion(f"{choice.alias} (run {choice.run_id[:8]})", source)
+            found[dataset] = Champion(f"{choice.alias} (run {choice.run_id[:8]})", source)
     return found
 
 
@@ -208,20 +211,20 @@ def _row(scores: dict) -> dict:
 def reports(
     scores: dict[str, dict[str, dict]],
     baselines: dict[str, dict],
-    champions_by_mode: dict[str, Champion],
+    champions_by_dataset: dict[str, Champion],
     val_psnr: dict[str, float | None],
     sweeps: dict[str, tuple[float, ...]],
     table_level: str,
 ) -> tuple[dict, dict]:
     """reports/metrics.json and reports/per_image.json from every method's scores.
 
-    ``scores`` maps ``<model>/<mode>`` (and ``noisy/<mode>``) to the scores per level on that
-    mode's test images, ``val_psnr`` the same keys to the validation PSNR over the sweep;
-    ``baselines`` are the classical stage's reports per mode. The metrics hold the grayscale
-    table at the reference level ``table_level`` at the top level and, under ``sweep``, every
-    method per mode and level, with ``champion`` the model ``denoiselab denoise`` uses for
-    that mode, ``champions`` naming it and ``validation`` each model's validation PSNR per
-    mode.
+    ``scores`` maps ``<model>/<dataset>`` (and ``noisy/<dataset>``) to the scores per level on
+    that dataset's test images, ``val_psnr`` the same keys to the validation PSNR over the
+    sweep; ``baselines`` are the classical stage's reports per dataset. The metrics hold the
+    grayscale table at the reference level ``table_level`` at the top level and, under
+    ``sweep``, every method per dataset and level, with ``champion`` the model ``denoiselab
+    denoise`` uses for that dataset's kind of image, ``champions`` naming it and
+    ``validation`` each model's validation PSNR per dataset.
     """
     gray = baselines["gray"]["levels"][table_level]
     table_scores = {"noisy": scores["noisy/gray"][table_level]}
@@ -239,27 +242,29 @@ def reports(
         "sweep": {},
     }
     sweep: dict = {}
-    for mode, levels in sweeps.items():
-        sweep[mode], per_image["sweep"][mode] = {}, {}
+    for dataset, levels in sweeps.items():
+        sweep[dataset], per_image["sweep"][dataset] = {}, {}
         for level in map(noise.level_key, levels):
             rows = {
-                "champion": scores[f"{champions_by_mode[mode].label}/{mode}"][level],
-                "noisy": scores[f"noisy/{mode}"][level],
-                **{name: scores[f"{name}/{mode}"][level] for name in catalogue.MODEL_NAMES},
-                **baselines[mode]["levels"][level],
+                "champion": scores[f"{champions_by_dataset[dataset].label}/{dataset}"][level],
+                "noisy": scores[f"noisy/{dataset}"][level],
+                **{name: scores[f"{name}/{dataset}"][level] for name in catalogue.MODEL_NAMES},
+                **baselines[dataset]["levels"][level],
             }
-            sweep[mode][level] = {name: _row(row) for name, row in rows.items()}
-            per_image["sweep"][mode][level] = {
+            sweep[dataset][level] = {name: _row(row) for name, row in rows.items()}
+            per_image["sweep"][dataset][level] = {
                 name: row["per_image"] for name, row in rows.items()
             }
-    sweep["champions"] = {mode: champion.label for mode, champion in champions_by_mode.items()}
+    sweep["champions"] = {
+        dataset: champion.label for dataset, champion in champions_by_dataset.items()
+    }
     sweep["validation"] = {
-        mode: {
-            name: round(val_psnr[f"{name}/{mode}"], 4)
+        dataset: {
+            name: round(val_psnr[f"{name}/{dataset}"], 4)
             for name in catalogue.MODEL_NAMES
-            if val_psnr.get(f"{name}/{mode}") is not None
+            if val_psnr.get(f"{name}/{dataset}") is not None
         }
-        for mode in sweeps
+        for dataset in sweeps
     }
     metrics_report["sweep"] = sweep
     return metrics_report, per_image
@@ -271,8 +276,8 @@ def run_metrics(run: ModelRun) -> dict[str, float]:
 
     The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
     run is already the per-epoch curve on validation patches, and one more point would join
-    that curve. The sweep adds ``sweep_<mode>_psnr_<level>`` and ``sweep_<mode>_ssim_<level>``,
-    so runs compare level by level in the UI.
+    that curve. The sweep adds ``sweep_<dataset>_psnr_<level>`` and
+    ``sweep_<dataset>_ssim_<level>``, so runs compare level by level in the UI.
     """
     scores = run.test_scores
     metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
@@ -282,10 +287,10 @@ def run_metrics(run: ModelRun) -> dict[str, float]:
         metrics[f"ssim_{image}"] = values["ssim"]
     if run.val_psnr is not None:
         metrics["val_image_psnr"] = run.val_psnr
-    for mode, levels in run.sweep.items():
+    for dataset, levels in run.sweep.items():
         for level, level_scores in levels.items():
-            metrics[f"sweep_{mode}_psnr_{level}"] = level_scores["psnr"]
-            metrics[f"sweep_{mode}_ssim_{level}"] = level_scores["ssim"]
+            metrics[f"sweep_{dataset}_psnr_{level}"] = level_scores["psnr"]
+            metrics[f"sweep_{dataset}_ssim_{level}"] = level_scores["ssim"]
     return metrics
 
 
@@ -302,10 +307,10 @@ def log_to_runs(evaluation: Evaluation, metrics_file: Path) -> None:
 
 def format_sweep(sweep: dict) -> str:
     """A text table of the sweep: PSNR / SSIM of the champion, BM3D and the noisy input per
-    mode and level, and the champion's margin over BM3D."""
-    lines = ["mode    sigma  champion          BM3D              noisy             margin"]
-    for mode in catalogue.DATASET_CHANNELS:
-        for level, rows in sweep.get(mode, {}).items():
+    dataset and level, and the champion's margin over BM3D."""
+    lines = ["dataset sigma  champion          BM3D              noisy             margin"]
+    for dataset in catalogue.DATASET_CHANNELS:
+        for level, rows in sweep.get(dataset, {}).items():
             cells = [
                 scoring.format_cell(rows[name]) if name in rows else "-"
                 for name in ("champion", "bm3d")
@@ -316,7 +321,7 @@ def format_sweep(sweep: dict) -> str:
                 else "-"
             )
             lines.append(
-                f"{mode:<7} {level:<6} {cells[0]:<17} {cells[1]:<17} "
+                f"{dataset:<7} {level:<6} {cells[0]:<17} {cells[1]:<17} "
                 f"{scoring.format_cell(rows['noisy']):<17} {margin}"
             )
     return "\n".join(lines)

@@ -22,26 +22,30 @@ WEIGHTS_SUFFIX = ".weights.h5"
 CONFIG_FILE = "config.json"
 
 
-def _conv(x, filters: int, name: str, batch_norm: bool):
-    """3x3 convolution, optional batch normalisation, ReLU."""
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+def _conv(x, filters: int, name: str, batch_norm: bool, bias: bool = True):
+    """3x3 convolution, optional batch normalisation, ReLU; without ``bias`` no additive
+    constant anywhere, so the layer is positively homogeneous (scaling its input scales its
+    output)."""
+    use_bias = bias and not batch_norm
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=f"{name}_conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def build_cae(config: ModelConfig) -> keras.Model:
-    """The seed's baseline: conv + max-pooling encoder, conv + upsampling decoder, sigmoid."""
+    """The original notebook's baseline: conv + max-pooling encoder, conv + upsampling
+    decoder, sigmoid."""
     inputs = keras.Input(shape=(None, None, config.channels), name="noisy")
     x = inputs
     widths = [config.base_filters * 2**level for level in range(config.depth)]
     for level, width in enumerate(widths):
-        x = _conv(x, width, f"enc{level}", config.batch_norm)
+        x = _conv(x, width, f"enc{level}", config.batch_norm, config.bias)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
-    x = _conv(x, widths[-1], "bottleneck", config.batch_norm)
+    x = _conv(x, widths[-1], "bottleneck", config.batch_norm, config.bias)
     for level, width in reversed(list(enumerate(widths))):
         x = layers.UpSampling2D(2, name=f"dec{level}_up")(x)
-        x = _conv(x, width, f"dec{level}", config.batch_norm)
+        x = _conv(x, width, f"dec{level}", config.batch_norm, config.bias)
     outputs = layers.Conv2D(
         config.channels, 3, padding="same", activation="sigmoid", name="denoised", dtype="float32"
     )(x)
@@ -59,24 +63,33 @@ def build_unet(config: ModelConfig) -> keras.Model:
     widths = [config.base_filters * 2**level for level in range(config.depth)]
     skips = []
     for level, width in enumerate(widths):
-        x = _conv(x, width, f"enc{level}a", config.batch_norm)
-        x = _conv(x, width, f"enc{level}b", config.batch_norm)
+        x = _conv(x, width, f"enc{level}a", config.batch_norm, config.bias)
+        x = _conv(x, width, f"enc{level}b", config.batch_norm, config.bias)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
     bottleneck_width = config.base_filters * 2**config.depth
-    x = _conv(x, bottleneck_width, "bottleneck_a", config.batch_norm)
-    x = _conv(x, bottleneck_width, "bottleneck_b", config.batch_norm)
+    x = _conv(x, bottleneck_width, "bottleneck_a", config.batch_norm, config.bias)
+    x = _conv(x, bottleneck_width, "bottleneck_b", config.batch_norm, config.bias)
     for level, width in reversed(list(enumerate(widths))):
-        x = layers.Conv2DTranspose(width, 2, strides=2, name=f"dec{level}_up")(x)
+        x = layers.Conv2DTranspose(
+            width, 2, strides=2, use_bias=config.bias, name=f"dec{level}_up"
+        )(x)
         x = layers.Concatenate(name=f"dec{level}_skip")([x, skips[level]])
-        x = _conv(x, width, f"dec{level}a", config.batch_norm)
-        x = _conv(x, width, f"dec{level}b", config.batch_norm)
+        x = _conv(x, width, f"dec{level}a", config.batch_norm, config.bias)
+        x = _conv(x, width, f"dec{level}b", config.batch_norm, config.bias)
     if config.residual:
-        noise = layers.Conv2D(config.channels, 1, name="noise", dtype="float32")(x)
+        noise = layers.Conv2D(
+            config.channels, 1, use_bias=config.bias, name="noise", dtype="float32"
+        )(x)
         outputs = layers.Subtract(name="denoised", dtype="float32")([inputs, noise])
     else:
         outputs = layers.Conv2D(
-            config.channels, 1, activation="sigmoid", name="denoised", dtype="float32"
+            config.channels,
+            1,
+            activation="sigmoid",
+            use_bias=config.bias,
+            name="denoised",
+            dtype="float32",
         )(x)
     return keras.Model(inputs, outputs, name="unet")
 

@@ -33,8 +33,8 @@ SWEEP_COLOURS = {
     "noisy": "tab:gray",
     "champion": "black",
 }
-SWEEP_MODES = ("gray", "colour")
-# The sweep's key naming the trained model each mode's champion row is; not a noise level.
+SWEEP_DATASETS = tuple(catalogue.DATASET_CHANNELS)
+# The sweep's key naming the trained model each dataset's champion row is; not a noise level.
 CHAMPIONS_KEY = "champions"
 
 
@@ -134,13 +134,13 @@ def sample_comparison(
     return figure
 
 
-def _sweep_label(method: str, mode: str, champions: dict[str, str]) -> str:
+def _sweep_label(method: str, dataset: str, champions: dict[str, str]) -> str:
     """The legend label of a sweep line: the champion names the model it is, and BM3D on
     colour images is CBM3D."""
     if method == "champion":
-        model = champions.get(mode)
+        model = champions.get(dataset)
         return f"champion ({LABELS.get(model, model)})" if model else LABELS["champion"]
-    if method == "bm3d" and mode == "colour":
+    if method == "bm3d" and dataset == "colour":
         return "CBM3D"
     return LABELS.get(method, method)
 
@@ -154,30 +154,30 @@ def _sweep_order(methods: set[str]) -> list[str]:
 def psnr_vs_sigma(sweep: dict, dpi: int):
     """Test PSNR (dB) against the noise sigma for each method, gray and colour side by side.
 
-    ``sweep`` is metrics.json's ``"sweep"``: ``{mode: {sigma: {method: {"psnr": ...}}}}``
+    ``sweep`` is metrics.json's ``"sweep"``: ``{dataset: {sigma: {method: {"psnr": ...}}}}``
     with sigma keys such as ``"0.05"`` (on images in [0, 1]) and an optional ``"champions"``
-    entry naming the trained model behind each mode's champion row. A method missing at some
-    level is drawn through the levels it has; a mode missing from the sweep gets an empty
-    panel that says so.
+    entry naming the trained model behind each dataset's champion row. A method missing at
+    some level is drawn through the levels it has; a dataset missing from the sweep gets an
+    empty panel that says so.
     """
     champions = sweep.get(CHAMPIONS_KEY) or {}
-    figure, axes = plt.subplots(1, len(SWEEP_MODES), figsize=(12, 4.5))
-    for axis, mode in zip(axes, SWEEP_MODES, strict=True):
-        levels = sorted(sweep.get(mode) or {}, key=float)
-        axis.set_title(f"{mode} test images: PSNR against noise level")
+    figure, axes = plt.subplots(1, len(SWEEP_DATASETS), figsize=(12, 4.5))
+    for axis, dataset in zip(axes, SWEEP_DATASETS, strict=True):
+        levels = sorted(sweep.get(dataset) or {}, key=float)
+        axis.set_title(f"{dataset} test images: PSNR against noise level")
         if not levels:
             axis.text(
-                0.5, 0.5, f"no {mode} sweep", ha="center", va="center", transform=axis.transAxes
+                0.5, 0.5, f"no {dataset} sweep", ha="center", va="center", transform=axis.transAxes
             )
             axis.set_xticks([])
             axis.set_yticks([])
             continue
-        methods = {method for level in levels for method in sweep[mode][level]}
+        methods = {method for level in levels for method in sweep[dataset][level]}
         for method in _sweep_order(methods):
             points = [
-                (float(level), sweep[mode][level][method]["psnr"])
+                (float(level), sweep[dataset][level][method]["psnr"])
                 for level in levels
-                if method in sweep[mode][level]
+                if method in sweep[dataset][level]
             ]
             sigmas, psnrs = zip(*points, strict=True)
             style = {"color": SWEEP_COLOURS.get(method), "marker": "o", "markersize": 4}
@@ -186,7 +186,7 @@ def psnr_vs_sigma(sweep: dict, dpi: int):
                 style.update(linewidth=3, markersize=8, zorder=5)
             elif method == "noisy":
                 style.update(linestyle="--")
-            axis.plot(sigmas, psnrs, label=_sweep_label(method, mode, champions), **style)
+            axis.plot(sigmas, psnrs, label=_sweep_label(method, dataset, champions), **style)
         axis.set_xlabel("noise sigma (images in [0, 1])")
         axis.set_ylabel("mean test PSNR (dB)")
         axis.set_xticks([float(level) for level in levels])

@@ -32,7 +32,7 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 NOT_SEARCH_KEYS = (
     "n_trials",
     "final_epochs",
-    "final_budget_tflop",
+    "final_budget_s",
     "warm_start",
     "storage",
     "study_name",

@@ -99,6 +99,15 @@ def validation_data(
     return np.concatenate(noisy_levels), np.concatenate([clean] * len(levels))
 
 
+def noise_sigma_from_uniform(uniform, noise_range: tuple[float, float], power: float):
+    """A blind model's training sigma from a uniform draw in [0, 1] (a number, an array or a
+    tensor): ``low + (high - low) * uniform**power``. Power 1 spreads the levels evenly over
+    the range; above 1 it draws more low ones (the density grows as sigma falls), where one
+    blind model otherwise trails models trained per level most."""
+    low, high = noise_range
+    return low + (high - low) * uniform**power
+
+
 def make_train_dataset(
     clean: np.ndarray,
     noisy: np.ndarray | None,
@@ -110,7 +119,8 @@ def make_train_dataset(
 
     With ``fresh_noise`` each drawn patch gets new clipped Gaussian noise (a fresh draw every
     epoch, reproducible from ``seed``) of std ``sigma``, or, with ``noise_sigma_range``, of a
-    std drawn per patch uniformly from that range (blind training: one model for every level);
+    std drawn per patch from that range by :func:`noise_sigma_from_uniform` (blind training:
+    one model for every level);
     otherwise the fixed noisy patches from add_noise are used. Crops and flips/rotations are
     applied identically to both halves of a pair.
 
@@ -139,9 +149,9 @@ def make_train_dataset(
         if config.fresh_noise:
             stddev = sigma
             if config.noise_sigma_range is not None:
-                low, high = config.noise_sigma_range
-                stddev = tf.random.stateless_uniform(
-                    [], seed=pair_seed + 4, minval=low, maxval=high
+                uniform = tf.random.stateless_uniform([], seed=pair_seed + 4)
+                stddev = noise_sigma_from_uniform(
+                    uniform, config.noise_sigma_range, config.noise_sigma_power
                 )
             field = tf.random.stateless_normal(tf.shape(patch), seed=pair_seed + 3) * stddev
             return tf.clip_by_value(patch + field, 0.0, 1.0), patch

@@ -10,6 +10,7 @@ its final run from the best trial, whichever process ran it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from pathlib import Path
@@ -29,24 +30,44 @@ log = logging.getLogger(__name__)
 TRIAL_CODE = (models.__file__, precision.__file__, training.__file__, studies.__file__, __file__)
 
 
+def reference_gflops(table: dict[int, float], base_filters: int) -> float:
+    """Training GFLOP/s of a ``base_filters`` wide U-Net on the reference machine, from the
+    measured ``table`` (width -> GFLOP/s): log-linear between two measured widths, the nearest
+    measured width's outside them."""
+    widths = sorted(table)
+    if base_filters <= widths[0]:
+        return float(table[widths[0]])
+    if base_filters >= widths[-1]:
+        return float(table[widths[-1]])
+    upper = next(width for width in widths if width >= base_filters)
+    lower = max(width for width in widths if width <= base_filters)
+    if upper == lower:
+        return float(table[upper])
+    share = math.log(base_filters / lower) / math.log(upper / lower)
+    return float(table[lower] ** (1 - share) * table[upper] ** share)
+
+
 def steps_for_budget(
     model_config: ModelConfig,
     crop_size: int,
     batch_size: int,
     epochs: int,
-    budget_tflop: float,
+    budget_seconds: float,
+    gflops: dict[int, float],
     multiple_of: int = 1,
 ) -> int:
-    """Steps per epoch that spend ``budget_tflop`` of training compute over ``epochs``, rounded
-    to a multiple of ``multiple_of`` (the steps run per call into the graph).
+    """Steps per epoch that train for ``budget_seconds`` on the reference machine over
+    ``epochs``, rounded to a multiple of ``multiple_of`` (the steps run per call into the graph).
 
-    A training step costs about three forward passes. Budgeting compute rather than patches
-    keeps a trial's (and the final run's) time nearly the same whichever width and depth it
-    draws, and compares configurations at equal cost, which is what a fixed time budget needs.
+    A training step costs about three forward passes, run at the reference machine's measured
+    GFLOP/s for the model's width. Counting time rather than FLOPs gives a width that uses the
+    hardware better (wider layers run at more GFLOP/s) its due, and counting it from params
+    rather than from a clock keeps a run reproducible on any machine.
     """
     model = models.build_model(model_config)
     flops_per_patch = models.training_flops_per_patch(model, model_config.channels, crop_size)
-    steps = budget_tflop * 1e12 / (flops_per_patch * batch_size * epochs)
+    flops = budget_seconds * reference_gflops(gflops, model_config.base_filters) * 1e9
+    steps = flops / (flops_per_patch * batch_size * epochs)
     return max(1, round(steps / multiple_of)) * multiple_of
 
 
@@ -72,10 +93,21 @@ def suggest(trial: optuna.Trial, tune: TuneConfig) -> dict:
     }
 
 
+def enqueue_every_depth(study: optuna.Study, tune: TuneConfig) -> None:
+    """Makes a new study's first trials take each depth of the search in turn (their other keys
+    drawn as usual): a seeded sampler's first, random draws may miss a choice altogether (depth
+    3 was never drawn in 5 trials), and the depths differ most in what they cost and score."""
+    if study.trials:
+        return
+    for depth in tune.search.depth[: tune.n_trials]:
+        study.enqueue_trial({"depth": depth}, skip_if_exists=True)
+
+
 def budgeted_config(
     params: dict, tune: TuneConfig, channels: int, patch_size: int, epochs: int, budget: float
 ) -> TrainConfig:
-    """The training config for sampled ``params`` that spends ``budget`` TFLOP."""
+    """The training config for sampled ``params`` that trains ``budget`` seconds on the
+    reference machine."""
     crop = tune.train.crop_size or patch_size
     probe = sampled_config(params, tune, epochs, 1)
     steps = steps_for_budget(
@@ -84,6 +116,7 @@ def budgeted_config(
         params["batch_size"],
         epochs,
         budget,
+        tune.reference_gflops,
         tune.train.steps_per_execution,
     )
     return sampled_config(params, tune, epochs, steps)
@@ -164,7 +197,7 @@ def run_trials(
             channels,
             patch_size,
             tune.trial_epochs,
-            tune.trial_budget_tflop,
+            tune.trial_budget_s,
         )
         keras.utils.set_random_seed(base.seed + trial.number)
         params = flat_dict(config, "train")
@@ -224,6 +257,7 @@ def run_trials(
             flush=True,
         )
         return ran
+    enqueue_every_depth(study, tune)
     stop_when_full = studies.StopWhenFull(tune.n_trials)
     study.optimize(
         objective, n_trials=todo, catch=(NonFiniteLossError,), callbacks=[stop_when_full]
@@ -287,7 +321,7 @@ def best_summary(study: optuna.Study) -> dict:
     if not completed:
         raise UserError(
             f"no trial of study {study.study_name} completed ({len(study.trials)} pruned, failed "
-            f"or running); raise tune_unet.trial_budget_tflop or narrow the search space"
+            f"or running); raise tune_unet.trial_budget_s or narrow the search space"
         )
     best = study.best_trial
     return {

@@ -119,11 +119,11 @@ def test_runs_metrics_and_models_live_in_the_postgresql_backed_server(stack, tra
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for name in MODEL_NAMES:
         assert runs[name].info.status == "FINISHED"
-        # The first table holds the gray models at the seed's level; every model has its row
+        # The first table holds the gray models at the reference level; every model has its row
         # in the sweep at that level, on its own kind of images.
-        mode = catalogue.MODELS[name].dataset
+        dataset = catalogue.MODELS[name].dataset
         assert runs[name].data.metrics["psnr"] == pytest.approx(
-            metrics["sweep"][mode]["0.1"][name]["psnr"], abs=1e-3
+            metrics["sweep"][dataset]["0.1"][name]["psnr"], abs=1e-3
         )
     champion = client.get_model_version_by_alias("denoiselab", "champion")
     assert champion.tags["model_name"] in MODEL_NAMES

@@ -1,6 +1,6 @@
-"""`denoiselab denoise` without ``--model``: each image goes to the champion of its mode,
+"""`denoiselab denoise` without ``--model``: each image goes to the champion of its kind,
 ``champion`` for grayscale and ``champion_rgb`` for colour, each loaded once and only when an
-image of its mode comes, with one stderr line per mode naming the model.
+image of its kind comes, with one stderr line per kind naming the model.
 
 The models are the "shift" models of conftest.py: the grayscale one subtracts
 ``GRAY_SHIFT`` from each channel, the colour one ``RGB_SHIFTS`` from R, G and B, so every
@@ -103,7 +103,7 @@ def model_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("denoiselab:")]
 
 
-def test_each_image_goes_to_the_champion_of_its_mode(registered_repo, loads, capsys):
+def test_each_image_goes_to_the_champion_of_its_kind(registered_repo, loads, capsys):
     gray_inputs = {
         "gray.png": write_image(registered_repo / "gray.png", "L", seed=1),
         "gray_alpha.png": write_image(registered_repo / "gray_alpha.png", "LA", seed=2),
@@ -139,7 +139,7 @@ def test_each_image_goes_to_the_champion_of_its_mode(registered_repo, loads, cap
     ]
 
 
-def test_model_option_overrides_the_mode(registered_repo, loads, capsys):
+def test_model_option_overrides_the_champion_of_each_kind(registered_repo, loads, capsys):
     colour = write_image(registered_repo / "colour.png", "RGB", seed=7)
     gray = write_image(registered_repo / "gray.png", "L", seed=8)
     inputs = [registered_repo / "colour.png", registered_repo / "gray.png"]
@@ -161,7 +161,7 @@ def test_model_option_overrides_the_mode(registered_repo, loads, capsys):
         atol=1,
     )
     assert loads == ["models:/denoiselab@champion", "models:/denoiselab@champion_rgb"]
-    # The user named the model: no line per mode.
+    # The user named the model: no line per kind.
     assert model_lines(capsys.readouterr().err) == []
 
 
