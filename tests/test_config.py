@@ -280,3 +280,10 @@ def test_check_params_command_names_the_bad_key(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     assert cli.main(["check-params", str(ROOT / "params.yaml")]) == 0
     assert cli.main(["check-params", str(path)]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in (ROOT / "profiles").glob("*.yaml")))
+def test_every_profile_applies_to_the_project_params(name):
+    profile = profiles.load_profile(ROOT / "profiles" / name)
+    params = config.parse_params(profiles.apply_profile(raw_params(), profile))
+    assert params.model_sections, name

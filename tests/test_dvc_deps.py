@@ -169,3 +169,44 @@ def test_an_edit_to_a_module_reruns_only_its_stages(module):
     path = f"src/{PACKAGE}/{module}"
     rerun = {name for name, stage in stages().items() if path in stage["deps"]}
     assert rerun == RERUNS[module], f"dvc.yaml: an edit to {module} reruns {sorted(rerun)}"
+
+
+def cached_outputs() -> set[str]:
+    """Every output DVC caches (``cache`` not false), each ``foreach`` item spelled out."""
+    found = set()
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        items = stage.get("foreach")
+        template = stage.get("do", stage)
+        if items is None:
+            bindings = [{}]
+        elif isinstance(items, dict):
+            bindings = [
+                {"key": key, **{f"item.{k}": v for k, v in value.items()}}
+                for key, value in items.items()
+            ]
+        else:
+            bindings = [{"item": item} for item in items]
+        for out in template.get("outs", []):
+            path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            if options.get("cache", True):
+                for binding in bindings:
+                    spelled = path
+                    for variable, value in binding.items():
+                        spelled = spelled.replace("${" + variable + "}", str(value))
+                    found.add(spelled)
+    return found
+
+
+def test_no_output_dvc_caches_is_also_in_git():
+    # DVC refuses to run a stage whose cached output git tracks ("already tracked by SCM").
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    outputs = cached_outputs()
+    assert "reports/history/unet.json" in outputs and "models/unet_rgb" in outputs
+    clash = [
+        path for path in tracked if any(path == o or path.startswith(o + "/") for o in outputs)
+    ]
+    assert not clash, f"git tracks outputs that DVC caches: {clash}; git rm --cached them"
