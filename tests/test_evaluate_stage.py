@@ -121,6 +121,12 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_datase
     assert run.data.metrics["sweep_colour_psnr_0.2"] == pytest.approx(
         summary["sweep"]["colour"]["0.2"]["cae"]["psnr"], abs=1e-4
     )
+    # The validation PSNR per level, whose mean over the levels chose the champion.
+    per_level = [
+        summary["sweep"]["gray"][level]["cae"]["val_psnr"] for level in ("0.05", "0.1", "0.2")
+    ]
+    assert sum(per_level) / 3 == pytest.approx(gray_val["cae"], abs=1e-3)
+    assert run.data.metrics["val_gray_psnr_0.05"] == pytest.approx(per_level[0], abs=1e-4)
     assert "champion now cae" in result.stdout
     assert "champion_rgb now cae" in result.stdout
 

@@ -205,7 +205,12 @@ def champions(root: Path, infos: dict[str, dict]) -> dict[str, Champion]:
 
 
 def _row(scores: dict) -> dict:
-    return {"psnr": round(scores["psnr"], 4), "ssim": round(scores["ssim"], 4)}
+    """A sweep row: test PSNR/SSIM and, where the method was scored on the validation images at
+    that level, its validation PSNR there (what the lever table of the README compares)."""
+    row = {"psnr": round(scores["psnr"], 4), "ssim": round(scores["ssim"], 4)}
+    if scores.get("val_psnr") is not None:
+        row["val_psnr"] = round(scores["val_psnr"], 4)
+    return row
 
 
 def reports(
@@ -277,7 +282,8 @@ def run_metrics(run: ModelRun) -> dict[str, float]:
     The validation PSNR on whole images is logged as ``val_image_psnr``: ``val_psnr`` on the
     run is already the per-epoch curve on validation patches, and one more point would join
     that curve. The sweep adds ``sweep_<dataset>_psnr_<level>`` and
-    ``sweep_<dataset>_ssim_<level>``, so runs compare level by level in the UI.
+    ``sweep_<dataset>_ssim_<level>`` (test) and ``val_<dataset>_psnr_<level>`` (validation),
+    so runs compare level by level in the UI.
     """
     scores = run.test_scores
     metrics = {"psnr": scores["psnr"], "ssim": scores["ssim"]}
@@ -291,6 +297,8 @@ def run_metrics(run: ModelRun) -> dict[str, float]:
         for level, level_scores in levels.items():
             metrics[f"sweep_{dataset}_psnr_{level}"] = level_scores["psnr"]
             metrics[f"sweep_{dataset}_ssim_{level}"] = level_scores["ssim"]
+            if "val_psnr" in level_scores:
+                metrics[f"val_{dataset}_psnr_{level}"] = level_scores["val_psnr"]
     return metrics
 
 

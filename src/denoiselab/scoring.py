@@ -149,22 +149,24 @@ def score_levels(
 ) -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]], float | None]:
     """Scores one denoiser at every noise level of ``dataset``.
 
-    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them), the
-    denoised test images per level, and the mean PSNR on the whole validation images over
-    ``val_levels`` (None without levels): the one number models are chosen by, so that the
-    champion is the best across the levels users meet, never judged on the test split.
+    Returns the test scores per level (as :func:`metrics.score_denoiser` gives them; a level
+    of ``val_levels`` also holds ``val_psnr``, the mean PSNR on the whole validation images at
+    that level), the denoised test images per level, and the mean PSNR on the whole validation
+    images over ``val_levels`` (None without levels): the one number models are chosen by, so
+    that the champion is the best across the levels users meet, never judged on the test split.
     """
     scores, outputs = {}, {}
     for level in dataset.noisy_test:
         scores[level], outputs[level] = metrics.score_denoiser(
             denoise_image, dataset.test, dataset.noisy_test[level]
         )
-    val_psnr = [
-        metrics.score_denoiser(
-            denoise_image, dataset.val, dataset.noisy_val[noise.level_key(level)]
-        )
-        for level in val_levels
-    ]
+    val_psnr = []
+    for level in val_levels:
+        key = noise.level_key(level)
+        row, _ = metrics.score_denoiser(denoise_image, dataset.val, dataset.noisy_val[key])
+        val_psnr.append(row["psnr"])
+        if key in scores:
+            scores[key]["val_psnr"] = row["psnr"]
     if not val_psnr:
         return scores, outputs, None
-    return scores, outputs, float(np.mean([row["psnr"] for row, _ in val_psnr]))
+    return scores, outputs, float(np.mean(val_psnr))
