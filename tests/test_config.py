@@ -57,7 +57,7 @@ RESOLVED = {
         "depth": 2,
         "learning_rate": 0.0036,
         "batch_size": 16,
-        "steps_per_epoch": 400,
+        "steps_per_epoch": 200,
     },
 }
 # tune_unet's trials before the drawn keys, epochs and steps are set (tests/test_parallel_tuning.py
@@ -76,7 +76,7 @@ TUNE = {
         "batch_norm": [False],
     },
     "final_epochs": 20,
-    "final_budget_s": 720.0,
+    "final_budget_s": 560.0,
     "reference_gflops": {"8": 41.0, "16": 83.0, "24": 94.0, "32": 104.0},
     "warm_start": True,
     "storage": None,
