@@ -143,7 +143,8 @@ def test_the_sweep_holds_every_method_per_dataset_and_level_with_the_champion(re
         assert list(sweep[dataset]) == [noise.level_key(level) for level in levels]
         for level in levels:
             rows = sweep[dataset][noise.level_key(level)]
-            assert set(rows["champion"]) == {"psnr", "ssim"}
+            # Test scores, and the validation PSNR at every level of the sweep.
+            assert set(rows["champion"]) == {"psnr", "ssim", "val_psnr"}
             champion = sweep["champions"][dataset]
             assert rows["champion"] == rows[champion]
             assert rows["bm3d"]["psnr"] == pytest.approx(30.0 - 10 * level)
