@@ -33,6 +33,9 @@ ClassicalMethod = Literal["tv", "wavelet", "nl_means", "bm3d"]
 Dataset = Literal["gray", "colour"]
 DATASET_CHANNELS = {"gray": 1, "colour": 3}
 LrSchedule = Literal["constant", "cosine"]
+# How a grayscale model denoises a colour image (see denoiselab.denoise).
+ColourTransform = Literal["opponent", "per_channel"]
+
 Distribution = Literal["none", "mirrored", "multi_worker"]
 CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
 # Each section named train_<model> trains one model of dvc.yaml's train stage (the catalogue,
@@ -54,6 +57,10 @@ def _refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise PydanticKnownError("int_type")
     return value
+
+
+# Flips and rotations of the image averaged at inference: 1 (none), 2, 4 or 8.
+SelfEnsemble = Annotated[Literal[1, 2, 4, 8], BeforeValidator(_refuse_bool)]
 
 
 def interval(
@@ -313,6 +320,15 @@ class EvaluateConfig(Section):
     register_models: bool = True
 
 
+class DenoiseConfig(Section):
+    """How every model denoises an image, wherever it runs: the evaluate stage scores it so,
+    logs it with each model into MLflow (what ``make serve`` computes), and ``denoiselab
+    denoise`` reads it from the repository's params.yaml."""
+
+    colour_transform: ColourTransform = "opponent"
+    self_ensemble: SelfEnsemble = 1
+
+
 class PlotConfig(Section):
     n_samples: Positive = 4
     dpi: Annotated[int, Field(ge=30)] = 110
@@ -332,6 +348,7 @@ class Params(Section):
     tune_unet: TuneConfig = TuneConfig()
     classical: ClassicalConfig = ClassicalConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    denoise: DenoiseConfig = DenoiseConfig()
     plot: PlotConfig = PlotConfig()
 
     @model_validator(mode="before")
