@@ -6,8 +6,8 @@ over the sweep's levels on the whole validation images, which alone chooses the 
 import argparse
 from pathlib import Path
 
-from denoiselab import catalogue, evaluation, files, noise, scoring, tracking
-from denoiselab.config import load_params
+from denoiselab import catalogue, denoise, evaluation, files, noise, scoring, tracking
+from denoiselab.config import load_params, to_dict
 from denoiselab.errors import stage_main
 
 
@@ -47,6 +47,7 @@ def main() -> None:
         sweeps,
         table_level=noise.level_key(sigma),
         register=params.evaluate.register_models,
+        settings=denoise.Settings.from_mapping(to_dict(params.denoise)),
     )
 
     files.write_json(args.metrics, result.metrics)

@@ -29,6 +29,7 @@ def main() -> None:
     tracking.check_store()
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
+    data["val_images"] = tuning.load_validation_images(args.prepared, args.noisy)
     data_hash = data["manifest"]["data_hash"]
     root = paths.repo_root()
     study = tuning.study_for(tune, base, data_hash, root, seed=base.seed)

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 from conftest import enter_repo, register_champion, save_shift_model, shift_model
 from PIL import Image
-from test_denoise_cli import RGB2GRAY, RGB_SHIFTS, read_output, run_denoise, shifted
+from test_denoise_cli import (
+    RGB2GRAY,
+    RGB_SHIFTS,
+    read_output,
+    run_denoise,
+    shift_model_output,
+    shifted,
+)
 
 from denoiselab import selection
 from denoiselab.errors import UserError
@@ -89,13 +96,7 @@ def write_image(path: Path, mode: str, seed: int = 0, bits: int = 8) -> np.ndarr
     return image
 
 
-def expected_output(pixels: np.ndarray, shifts) -> np.ndarray:
-    """The denoised pixels of a shift model: colour channels shifted, alpha kept."""
-    planes = pixels if pixels.ndim == 3 else pixels[..., None]
-    colour = planes.shape[-1] - (planes.shape[-1] in (2, 4))
-    expected = planes.astype(np.float64)
-    expected[..., :colour] = shifted(planes[..., :colour], shifts)
-    return expected.reshape(pixels.shape)
+expected_output = shift_model_output
 
 
 def model_lines(stderr: str) -> list[str]:
@@ -186,8 +187,8 @@ def test_without_colour_model_colour_images_use_the_gray_champion_with_one_note(
     colour_line, gray_line = model_lines(capsys.readouterr().err)
     assert colour_line == (
         f"denoiselab: colour images: no champion_rgb in the MLflow model registry and no "
-        f"{bare_repo / 'models' / 'unet_rgb'}; using the grayscale model on each colour "
-        f"channel ({folder})"
+        f"{bare_repo / 'models' / 'unet_rgb'}; using the grayscale model on the planes of "
+        f"each colour image ({folder})"
     )
     assert gray_line == (
         f"denoiselab: grayscale images: no champion in the MLflow model registry yet; "

@@ -210,6 +210,9 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("tune_unet.search", "batch_sizes", [8], "unknown key tune_unet.search.batch_sizes"),
         ("classical", "methods", ["bm4d"], "classical.methods"),
         ("classical", "tv_weight_scale", [], "classical.tv_weight_scale must list"),
+        ("denoise", "self_ensemble", 3, "denoise.self_ensemble must be one of [1, 2, 4, 8]"),
+        ("denoise", "self_ensemble", True, "denoise.self_ensemble must be an integer"),
+        ("denoise", "colour_transform", "yuv", "denoise.colour_transform must be 'opponent'"),
     ],
 )
 def test_bad_params_name_the_key(section, key, value, message):

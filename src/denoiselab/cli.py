@@ -19,7 +19,7 @@ from denoiselab.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-    from denoiselab import model_store, selection
+    from denoiselab import denoise, model_store, selection
 
 DENOISE_DESCRIPTION = """\
 Denoises images and writes each as OUTDIR/<name>.png with the input's size, colour mode
@@ -30,9 +30,11 @@ Without --model, each image goes to the champion of its kind, loaded only when a
 of that kind comes: grayscale images (L, LA, 16-bit gray) to champion (else
 models/unet_tuned), colour images (RGB, RGBA, palette, CMYK) to champion_rgb (else
 models/unet_rgb, else the grayscale champion); stderr names the model of each kind.
---model uses one model for every image. A grayscale model denoises each colour channel on
-its own; a colour model gets a grayscale image repeated to 3 channels and its output
-converted back to grayscale.
+--model uses one model for every image. A grayscale model denoises a colour image plane by
+plane, in the opponent colour space (one luminance, two chrominance planes) or channel by
+channel (--colour-transform); a colour model gets a grayscale image repeated to 3 channels
+and its output converted back to grayscale. --colour-transform and --self-ensemble default
+to the denoise section of the repository's params.yaml, what the evaluate stage scored.
 Palette and CMYK images come out as RGB. The ICC profile and EXIF orientation carry over.
 Large images are denoised in overlapping tiles, so memory stays bounded.
 Exit status: 0 when every image was written, 1 when any input could not be read or
@@ -108,6 +110,31 @@ def _load_source(source: selection.ModelSource) -> model_store.Denoiser:
     return selection.load_denoiser(source)
 
 
+def _settings(args: argparse.Namespace) -> denoise.Settings:
+    """How the models denoise: --colour-transform and --self-ensemble where given, else the
+    ``denoise`` section of the repository's params.yaml (what the evaluate stage scored and
+    logged with the models), else the defaults."""
+    import yaml
+
+    from denoiselab import denoise
+
+    params_file = paths.repo_root() / "params.yaml"
+    values = {}
+    if params_file.is_file():
+        try:
+            raw = yaml.safe_load(params_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"{params_file}: cannot read ({error})") from None
+        section = raw.get("denoise") if isinstance(raw, dict) else None
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"{params_file}: denoise: must be a mapping of keys to values")
+        values = dict(section or {})
+    for key in ("colour_transform", "self_ensemble"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return denoise.Settings.from_mapping(values)
+
+
 def _image_channels(pixels: np.ndarray) -> int:
     """The channels of an image file's pixels without alpha: 1 for grayscale (HW, or HWC with
     gray or gray + alpha), 3 for colour (RGB or RGBA; palette and CMYK are read as such)."""
@@ -122,7 +149,7 @@ class _ChampionsByKind:
 
     ``report`` gets one line per kind, the first time an image of that kind comes, naming
     the model that denoises its images. Colour images fall back to the grayscale champion,
-    channel by channel, when there is neither a colour champion nor the folder standing in
+    plane by plane, when there is neither a colour champion nor the folder standing in
     for it.
     """
 
@@ -153,7 +180,8 @@ class _ChampionsByKind:
             folder = selection.fallback_folder(alias, root)
             self._report(
                 f"denoiselab: {kind} images: no {alias} in the MLflow model registry and no "
-                f"{folder}; using the grayscale model on each colour channel ({source.location})"
+                f"{folder}; using the grayscale model on the planes of each colour image "
+                f"({source.location})"
             )
         else:
             # A fallback's note names the folder and says why; otherwise the alias and where
@@ -184,6 +212,7 @@ class _ChampionsByKind:
 def _denoise(args: argparse.Namespace) -> int:
     from denoiselab import denoise, images
 
+    settings = _settings(args)
     jobs, problems = images.plan_jobs(args.inputs, args.output_dir)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -212,7 +241,7 @@ def _denoise(args: argparse.Namespace) -> int:
                 report(f"warning: {job.source}: {image.note}")
             denoiser = chosen if chosen is not None else champions.for_pixels(image.pixels)
             try:
-                pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size)
+                pixels = denoise.denoise_pixels(denoiser, image.pixels, args.tile_size, settings)
                 images.write_png(job.target, dataclasses.replace(image, pixels=pixels))
             except OSError as error:
                 report(f"error: {job.target}: cannot write ({error})")
@@ -224,6 +253,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _import_keras()
     from denoiselab import files, images, registry, scoring, selection
 
+    settings = _settings(args)
     found = images.list_images(args.images) if args.images.is_dir() else []
     if not found:
         raise UserError(f"{args.images}: not a folder of PNG, JPEG, TIFF or BMP images")
@@ -244,7 +274,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         specs = selection.default_evaluation_models(paths.repo_root(), aliases)
     denoisers = {spec: _load(spec, aliases or {}) for spec in dict.fromkeys(specs)}
     results = scoring.score_models(
-        clean, denoisers, args.sigma, args.seed, args.tile_size, tuple(args.classical)
+        clean,
+        denoisers,
+        args.sigma,
+        args.seed,
+        args.tile_size,
+        tuple(args.classical),
+        settings,
     )
     print(scoring.format_scores(results))
     if args.json:
@@ -252,6 +288,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "sigma": args.sigma,
             "seed": args.seed,
             "models": {spec: denoiser.location for spec, denoiser in denoisers.items()},
+            "denoise": settings.as_dict(),
             "scores": results,
         }
         files.write_json(args.json, report)
@@ -269,6 +306,7 @@ def _tune_worker(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     tune, base = params.tune_unet, params.base
     data = runner.load_training_data(args.prepared, args.noisy)
+    data["val_images"] = tuning.load_validation_images(args.prepared, args.noisy)
     root = paths.repo_root()
     try:
         study = tuning.study_for(
@@ -288,6 +326,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--colour-transform",
+        choices=("opponent", "per_channel"),
+        help="how a grayscale model denoises a colour image: opponent (luminance and two "
+        "chrominance planes) or per_channel (default: params.yaml's denoise.colour_transform)",
+    )
+    command.add_argument(
+        "--self-ensemble",
+        type=int,
+        choices=(1, 2, 4, 8),
+        help="average the model over this many flips and rotations of each image, for that "
+        "many times the time (default: params.yaml's denoise.self_ensemble)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         help="side of the tiles large images are split into; lower it to save memory",
     )
+    _add_settings_arguments(denoise)
     denoise.set_defaults(handler=_denoise)
 
     evaluate = commands.add_parser(
@@ -362,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     evaluate.add_argument("--tile-size", type=_positive_int, default=512, help=argparse.SUPPRESS)
+    _add_settings_arguments(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     worker = commands.add_parser(

@@ -1,38 +1,148 @@
 """Denoising an image with a loaded model: how an image's colour mode and bit depth map onto
-the model's channels. ``denoiselab denoise``, the evaluate stage and the served model all
-denoise through :func:`denoise_values`."""
+the model's channels, how a grayscale model denoises a colour image, and the geometric
+self-ensemble. ``denoiselab denoise``, the evaluate stage and the served model all denoise
+through :func:`denoise_values`, with the :class:`Settings` of params.yaml's ``denoise``
+section."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from denoiselab import images, inference, model_store
 from denoiselab.errors import UserError
 
+COLOUR_TRANSFORMS = ("opponent", "per_channel")
+SELF_ENSEMBLES = (1, 2, 4, 8)
+# RGB -> one luminance and two chrominance planes, each in [0, 1]. The rows are orthogonal, so
+# white noise of std sigma on R, G and B stays white on each plane, with std sigma / sqrt(3),
+# sigma / sqrt(2) and sigma * sqrt(6) / 4: the luminance, which holds most of the detail, is
+# the least noisy, and the chrominance planes are smooth (CBM3D denoises in such a space).
+OPPONENT = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
+OPPONENT_OFFSET = np.array([0.0, 0.5, 0.5])
+OPPONENT_INVERSE = np.linalg.inv(OPPONENT)
+# The flips and rotations of the self-ensemble, in the order its sizes take them:
+# (quarter turns, mirrored). 2 adds the mirror image, 4 the two that keep the image's
+# orientation too (rotation by 180 degrees, with and without the mirror), 8 all of them.
+GEOMETRIES = (
+    (0, False),
+    (0, True),
+    (2, False),
+    (2, True),
+    (1, False),
+    (1, True),
+    (3, False),
+    (3, True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a model denoises: ``colour_transform`` (how a grayscale model denoises a colour
+    image, one of COLOUR_TRANSFORMS) and ``self_ensemble`` (how many of GEOMETRIES are
+    averaged, one of SELF_ENSEMBLES). params.yaml's ``denoise`` section holds them."""
+
+    colour_transform: str = "opponent"
+    self_ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.colour_transform not in COLOUR_TRANSFORMS:
+            raise UserError(
+                f"denoise.colour_transform: must be one of {', '.join(COLOUR_TRANSFORMS)}, "
+                f"got {self.colour_transform!r}"
+            )
+        if self.self_ensemble not in SELF_ENSEMBLES or isinstance(self.self_ensemble, bool):
+            raise UserError(
+                f"denoise.self_ensemble: must be one of {', '.join(map(str, SELF_ENSEMBLES))}, "
+                f"got {self.self_ensemble!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> Settings:
+        """The settings of a ``denoise`` mapping (params.yaml's section, or an MLflow model's
+        model config); keys it lacks keep their defaults."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in dict(values or {}).items() if key in fields})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DEFAULT_SETTINGS = Settings()
+
+
+def to_opponent(image: np.ndarray) -> np.ndarray:
+    """An HWC RGB image in [0, 1] as its three opponent planes, each in [0, 1]."""
+    return (image @ OPPONENT.T + OPPONENT_OFFSET).astype(np.float32)
+
+
+def from_opponent(planes: np.ndarray) -> np.ndarray:
+    """The RGB image of three opponent planes (the inverse of :func:`to_opponent`)."""
+    return ((planes - OPPONENT_OFFSET) @ OPPONENT_INVERSE.T).astype(np.float32)
+
+
+def _geometry(image: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    image = np.rot90(image, turns, axes=(0, 1))
+    return image[:, ::-1] if mirrored else image
+
+
+def _undo_geometry(image: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    image = image[:, ::-1] if mirrored else image
+    return np.rot90(image, -turns, axes=(0, 1))
+
+
+def self_ensemble(
+    run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, size: int
+) -> np.ndarray:
+    """The mean of ``run`` over the first ``size`` of GEOMETRIES of an HWC image, each output
+    turned back: ``size`` times the work, for a few hundredths to tenths of a dB."""
+    if size == 1:
+        return run(image)
+    total = np.zeros(image.shape, np.float64)
+    for turns, mirrored in GEOMETRIES[:size]:
+        output = run(np.ascontiguousarray(_geometry(image, turns, mirrored)))
+        total += _undo_geometry(output, turns, mirrored)
+    return (total / size).astype(np.float32)
+
 
 def denoise_values(
-    denoiser: model_store.Denoiser, image: np.ndarray, tile_size: int = inference.DEFAULT_TILE
+    denoiser: model_store.Denoiser,
+    image: np.ndarray,
+    tile_size: int = inference.DEFAULT_TILE,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> np.ndarray:
     """Denoises an HWC float32 image in [0, 1] with 1 or 3 channels; returns the same shape,
     clipped to [0, 1].
 
-    A grayscale model denoises each colour channel on its own; a colour model gets a
-    grayscale image repeated to 3 channels and its output converted back with rgb2gray.
+    A grayscale model denoises a colour image plane by plane: its opponent planes (then
+    converted back to RGB) or R, G and B themselves, as ``settings.colour_transform`` says. A
+    colour model gets a grayscale image repeated to 3 channels and its output converted back
+    with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
+    rotations.
     """
     multiple = 2**denoiser.depth
-    run = functools.partial(
+    tiled = functools.partial(
         inference.denoise_image,
         denoiser.model,
         depth=denoiser.depth,
         tile_size=math.ceil(tile_size / multiple) * multiple,
         margin=inference.tile_margin(denoiser.depth),
     )
+
+    def run(values: np.ndarray) -> np.ndarray:
+        return self_ensemble(tiled, values, settings.self_ensemble)
+
     if denoiser.channels == 1:
-        planes = [run(image[..., [channel]]) for channel in range(image.shape[-1])]
-        return np.concatenate(planes, axis=-1)
+        opponent = image.shape[-1] == 3 and settings.colour_transform == "opponent"
+        values = to_opponent(image) if opponent else image
+        planes = np.concatenate(
+            [run(values[..., [channel]]) for channel in range(values.shape[-1])], axis=-1
+        )
+        return np.clip(from_opponent(planes), 0.0, 1.0) if opponent else planes
     if image.shape[-1] == 1:
         from skimage import color
 
@@ -41,7 +151,10 @@ def denoise_values(
 
 
 def denoise_pixels(
-    denoiser: model_store.Denoiser, pixels: np.ndarray, tile_size: int = inference.DEFAULT_TILE
+    denoiser: model_store.Denoiser,
+    pixels: np.ndarray,
+    tile_size: int = inference.DEFAULT_TILE,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> np.ndarray:
     """Denoises an image file's pixels; returns the same shape and dtype.
 
@@ -55,7 +168,7 @@ def denoise_pixels(
         raise UserError(f"expected HW or HWC pixels with 1-4 channels, got {pixels.shape}")
     has_alpha = planes.shape[-1] in (2, 4)
     colour = planes[..., :-1] if has_alpha else planes
-    denoised = denoise_values(denoiser, images.to_float(colour), tile_size)
+    denoised = denoise_values(denoiser, images.to_float(colour), tile_size, settings)
     scale = np.iinfo(pixels.dtype).max
     result = np.round(np.clip(denoised, 0.0, 1.0) * scale).astype(pixels.dtype)
     if has_alpha:

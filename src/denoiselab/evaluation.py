@@ -16,6 +16,7 @@ import numpy as np
 
 from denoiselab import (
     catalogue,
+    denoise,
     files,
     model_store,
     noise,
@@ -97,17 +98,22 @@ def evaluate(
     sweeps: dict[str, tuple[float, ...]],
     table_level: str,
     register: bool,
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
 ) -> Evaluation:
     """Scores every model of the catalogue on both datasets, as `denoiselab denoise` would run
     it there, so that each competes for both champions on their validation images; logs each
     model folder into its training run, registers the models when ``register`` and settles
     the champions; rescores a champion from an earlier run, so the sweep's champion row is
-    the model `denoiselab denoise` uses for each dataset's kind of image."""
+    the model `denoiselab denoise` uses for each dataset's kind of image. Every model
+    denoises with ``settings`` (params.yaml's ``denoise`` section) and is logged with them."""
     tracking.setup()
     infos = read_model_infos(models_folder, datasets)
     model_uris = {
         name: serving.log_model_folder(
-            models_folder / name, datasets[entry.dataset].channels, infos[name]["mlflow_run_id"]
+            models_folder / name,
+            datasets[entry.dataset].channels,
+            infos[name]["mlflow_run_id"],
+            settings,
         )
         for name, entry in catalogue.MODELS.items()
     }
@@ -118,7 +124,9 @@ def evaluate(
         )
     for name in catalogue.MODEL_NAMES:
         # The same loader and denoising as `denoiselab denoise`, so scores are what users get.
-        run = scoring.model_denoiser(model_store.load_folder(models_folder / name))
+        run = scoring.model_denoiser(
+            model_store.load_folder(models_folder / name), settings=settings
+        )
         for dataset, images in datasets.items():
             key = f"{name}/{dataset}"
             scores[key], outputs[key], val_psnr[key] = scoring.score_levels(
@@ -157,7 +165,9 @@ def evaluate(
     champions_by_dataset = champions(paths.repo_root(), infos)
     for dataset, champion in champions_by_dataset.items():
         if champion.source is not None:
-            run = scoring.model_denoiser(selection.load_denoiser(champion.source))
+            run = scoring.model_denoiser(
+                selection.load_denoiser(champion.source), settings=settings
+            )
             key = f"{champion.label}/{dataset}"
             scores[key], _, val_psnr[key] = scoring.score_levels(
                 run, datasets[dataset], sweeps[dataset]

@@ -6,9 +6,9 @@ validation images, never on the test split: ``champion`` is the model for graysc
 validation PSNR on its own kind of images (``<alias>.val_psnr``, the mean PSNR over the
 validation noise levels ``<alias>.val_levels`` on the prepared data ``<alias>.data_hash``),
 among the versions scored the same way. Any model may compete for either alias: a grayscale
-model denoises a colour image channel by channel, a colour model a grayscale image repeated
-over three channels, exactly as ``denoiselab denoise`` runs them. Test scores are tags to
-read, never used to choose.
+model denoises a colour image plane by plane (see ``denoiselab.denoise``), a colour model a
+grayscale image repeated over three channels, exactly as ``denoiselab denoise`` runs them.
+Test scores are tags to read, never used to choose.
 """
 
 from __future__ import annotations

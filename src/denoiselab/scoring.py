@@ -19,14 +19,16 @@ from denoiselab.errors import UserError
 
 
 def model_denoiser(
-    denoiser: model_store.Denoiser, tile_size: int = inference.DEFAULT_TILE
+    denoiser: model_store.Denoiser,
+    tile_size: int = inference.DEFAULT_TILE,
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """The denoising users get from ``denoiselab denoise`` with this model, as a function of
-    one HWC float32 image in [0, 1]."""
+    """The denoising users get from ``denoiselab denoise`` with this model and ``settings``,
+    as a function of one HWC float32 image in [0, 1]."""
     # One warm-up call so the timing excludes graph building, as a long-running user sees it.
     size = 2**denoiser.depth
     denoiser.model(np.zeros((1, size, size, denoiser.channels), np.float32), training=False)
-    return lambda image: denoise.denoise_values(denoiser, image, tile_size)
+    return lambda image: denoise.denoise_values(denoiser, image, tile_size, settings)
 
 
 def classical_denoiser(
@@ -51,6 +53,7 @@ def score_models(
     seed: int,
     tile_size: int = inference.DEFAULT_TILE,
     classical_methods: tuple[str, ...] = (),
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
 ) -> dict[str, dict]:
     """PSNR/SSIM of each model on noisy copies of clean images, per docs/protocol.md.
 
@@ -70,7 +73,7 @@ def score_models(
         results[label], _ = metrics.score_denoiser(lambda image: image, converted, noisy)
         for name, denoiser in denoisers.items():
             if denoiser.channels == channels:
-                run = model_denoiser(denoiser, tile_size)
+                run = model_denoiser(denoiser, tile_size, settings)
                 results[name], _ = metrics.score_denoiser(run, converted, noisy)
         for method in classical_methods:
             run = classical_denoiser(method, sigma, classical.settings_for(method, sigma))

@@ -45,7 +45,7 @@ class ChampionChoice:
     ``alias`` is the champion alias whose model it is; ``run_id`` the run of the version it
     points at, or None while the registry has no such alias and the folder
     ``models/<fallback>`` stands in for it. ``borrowed`` says that colour images get the
-    grayscale champion, channel by channel, because there is no colour model at all.
+    grayscale champion, plane by plane, because there is no colour model at all.
     """
 
     alias: str

@@ -2,7 +2,8 @@
 model's own training run, and unpacking it again.
 
 The pyfunc runs the folder's ``model.onnx`` through the very functions ``denoiselab denoise``
-uses (the same loader, padding, tiling, cropping and clipping), so ``mlflow models serve``
+uses (the same loader, padding, tiling, cropping and clipping, colour transform and
+self-ensemble, with the denoise settings it was logged with), so ``mlflow models serve``
 answers with what the evaluate stage scored, for an image of any size.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import tempfile
 import warnings
@@ -26,8 +28,8 @@ from denoiselab.errors import UserError
 INPUT_NAME = "noisy"
 # The name under which a logged model keeps its model folder among its pyfunc artifacts.
 PYFUNC_ARTIFACT = "model_dir"
-# Tags on a training run once its model is logged: the digest of the folder logged and the
-# logged model's URI, so that logging the same folder again reuses it.
+# Tags on a training run once its model is logged: the digest of the folder and denoise
+# settings logged and the logged model's URI, so that logging the same again reuses it.
 MODEL_DIGEST_TAG = "denoiselab.model_sha256"
 MODEL_URI_TAG = "denoiselab.model_uri"
 
@@ -37,6 +39,7 @@ class OnnxDenoiserModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.denoiser = model_store.load_folder(context.artifacts[PYFUNC_ARTIFACT])
+        self.settings = denoise.Settings.from_mapping(context.model_config or {})
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
         if isinstance(model_input, dict):
@@ -44,7 +47,12 @@ class OnnxDenoiserModel(mlflow.pyfunc.PythonModel):
         batch = np.asarray(model_input, np.float32)
         if not len(batch):
             return batch
-        return np.stack([denoise.denoise_values(self.denoiser, image) for image in batch])
+        return np.stack(
+            [
+                denoise.denoise_values(self.denoiser, image, settings=self.settings)
+                for image in batch
+            ]
+        )
 
 
 def serving_requirements() -> list[str]:
@@ -64,14 +72,19 @@ def serving_requirements() -> list[str]:
 
 
 def log_denoiser_model(
-    model_dir: str | Path, channels: int, run_id: str | None = None, name: str = "model"
+    model_dir: str | Path,
+    channels: int,
+    run_id: str | None = None,
+    name: str = "model",
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
 ) -> Any:
     """Logs a saved model folder (model.onnx, config.json, weights) as an MLflow pyfunc into run
     ``run_id`` (else the active run), which stays as it was: finished or running.
 
     What MLflow serves is what the evaluate stage scored: float32, padded, tiled, cropped and
-    clipped as ``denoiselab denoise`` does, for images of any size (signature: NHWC float32,
-    any batch and size). Returns MLflow's ModelInfo.
+    clipped as ``denoiselab denoise`` does, with ``settings`` (the pyfunc's model config), for
+    images of any size (signature: NHWC float32, any batch and size). Returns MLflow's
+    ModelInfo.
     """
     from mlflow.models import Model, ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -101,6 +114,7 @@ def log_denoiser_model(
                 python_model=OnnxDenoiserModel(),
                 artifacts={PYFUNC_ARTIFACT: str(model_dir)},
                 signature=ModelSignature(inputs=spec, outputs=output),
+                model_config=settings.as_dict(),
                 pip_requirements=serving_requirements(),
                 run_id=run_id,
             )
@@ -118,17 +132,25 @@ def folder_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def log_model_folder(model_dir: str | Path, channels: int, run_id: str) -> str:
-    """The URI of ``model_dir`` logged as a pyfunc into its training run ``run_id``.
+def log_model_folder(
+    model_dir: str | Path,
+    channels: int,
+    run_id: str,
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
+) -> str:
+    """The URI of ``model_dir`` logged with ``settings`` as a pyfunc into its training run
+    ``run_id``.
 
-    The model is logged only when the run holds no model of the same folder contents yet (its
-    tags say which it holds), so evaluating again never piles up copies.
+    The model is logged only when the run holds no model of the same folder contents and
+    settings yet (its tags say which it holds), so evaluating again never piles up copies.
     """
-    digest = folder_digest(model_dir)
+    digest = hashlib.sha256(
+        (folder_digest(model_dir) + json.dumps(settings.as_dict(), sort_keys=True)).encode()
+    ).hexdigest()
     tags = tracking.get_tags(run_id)
     if tags.get(MODEL_DIGEST_TAG) == digest and tags.get(MODEL_URI_TAG):
         return tags[MODEL_URI_TAG]
-    info = log_denoiser_model(model_dir, channels, run_id=run_id)
+    info = log_denoiser_model(model_dir, channels, run_id=run_id, settings=settings)
     tracking.set_tags({MODEL_DIGEST_TAG: digest, MODEL_URI_TAG: info.model_uri}, run_id=run_id)
     return info.model_uri
 

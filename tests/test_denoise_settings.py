@@ -1,0 +1,183 @@
+"""params.yaml's ``denoise`` section: how a grayscale model denoises a colour image (the
+opponent colour space or channel by channel) and the geometric self-ensemble, the same in
+`denoiselab denoise`, the evaluate stage and the served model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import blur_model, enter_repo, save_shift_model
+from PIL import Image
+from test_denoise_cli import opponent_shifted, read_output, run_cli, shifted
+
+from denoiselab import denoise, model_store, models, serving, tracking
+from denoiselab.config import ModelConfig
+from denoiselab.errors import UserError
+
+# Small enough that no opponent plane of a mid-range pixel is clipped.
+SMALL_SHIFT = 0.03
+
+
+def symmetric_image(side: int, seed: int = 0) -> np.ndarray:
+    """A random square HWC image that every flip and rotation leaves unchanged."""
+    image = np.random.default_rng(seed).random((side, side, 1)).astype(np.float32)
+    for turns in range(1, 4):
+        image = np.maximum(image, np.rot90(image, turns, axes=(0, 1)))
+    image = np.maximum(image, image[:, ::-1])
+    return image
+
+
+def keras_denoiser(model, config) -> model_store.Denoiser:
+    return model_store.Denoiser(model, config.depth, config.channels, "test")
+
+
+def test_opponent_planes_are_in_range_and_invert_exactly():
+    corners = np.array(np.meshgrid([0.0, 1.0], [0.0, 1.0], [0.0, 1.0])).reshape(3, -1).T
+    planes = denoise.to_opponent(corners[None])
+    assert planes.min() >= 0.0 and planes.max() <= 1.0
+    image = np.random.default_rng(0).random((9, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(denoise.from_opponent(denoise.to_opponent(image)), image, atol=1e-6)
+
+
+def test_opponent_planes_keep_white_noise_white_and_luminance_the_least_noisy():
+    noise = np.random.default_rng(0).normal(0.0, 0.1, (200_000, 3))
+    planes = noise @ denoise.OPPONENT.T
+    correlation = np.corrcoef(planes.T)
+    np.testing.assert_allclose(correlation, np.eye(3), atol=0.01)
+    np.testing.assert_allclose(
+        planes.std(axis=0), [0.1 / np.sqrt(3), 0.1 / np.sqrt(2), 0.1 * np.sqrt(6) / 4], rtol=0.01
+    )
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_self_ensemble_of_an_equivariant_model_on_a_symmetric_image_is_the_plain_model(size):
+    # Averaging kernels, a pooling grid that a square of side 2**depth * k maps onto itself:
+    # flipping or rotating the input flips or rotates the output.
+    model, config = blur_model("unet", depth=2)
+    denoiser = keras_denoiser(model, config)
+    image = symmetric_image(24)
+    plain = denoise.denoise_values(denoiser, image)
+    ensemble = denoise.denoise_values(
+        denoiser, image, settings=denoise.Settings(self_ensemble=size)
+    )
+    np.testing.assert_allclose(ensemble, plain, atol=1e-6)
+
+
+def test_self_ensemble_of_a_trained_like_model_keeps_shape_and_range_and_averages_views():
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(model="unet", base_filters=4, depth=2, bias=False)
+    denoiser = keras_denoiser(models.build_model(config), config)
+    # 37 x 53: off the pooling grid and not square, so each rotation pads differently.
+    image = np.random.default_rng(1).random((37, 53, 1)).astype(np.float32)
+    plain = denoise.denoise_values(denoiser, image)
+    for size in (2, 4, 8):
+        settings = denoise.Settings(self_ensemble=size)
+        ensemble = denoise.denoise_values(denoiser, image, settings=settings)
+        assert ensemble.shape == image.shape and ensemble.dtype == np.float32
+        assert 0.0 <= ensemble.min() and ensemble.max() <= 1.0
+        assert np.abs(ensemble - plain).max() > 1e-4
+    # On a symmetric image the 8 views see the same input: the ensemble is the plain output
+    # averaged over the flips and rotations (equal to it only where the model's output is
+    # itself symmetric).
+    square = symmetric_image(32)
+    output = denoise.denoise_values(denoiser, square)
+    views = [
+        np.rot90(view, turns, axes=(0, 1))
+        for view in (output, output[:, ::-1])
+        for turns in range(4)
+    ]
+    ensemble = denoise.denoise_values(denoiser, square, settings=denoise.Settings(self_ensemble=8))
+    np.testing.assert_allclose(ensemble, np.mean(views, axis=0), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"colour_transform": "yuv"}, "denoise.colour_transform: must be one of"),
+        ({"self_ensemble": 3}, "denoise.self_ensemble: must be one of 1, 2, 4, 8"),
+        ({"self_ensemble": True}, "denoise.self_ensemble: must be one of"),
+    ],
+)
+def test_bad_settings_name_the_key(values, message):
+    with pytest.raises(UserError, match=message):
+        denoise.Settings.from_mapping(values)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    return enter_repo(monkeypatch, tmp_path / "repo", tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def small_shift_dir(tmp_path_factory):
+    return save_shift_model(tmp_path_factory.mktemp("models") / "small", (SMALL_SHIFT,))
+
+
+def mid_range_rgb(path, seed: int = 0) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(100, 156, (20, 18, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def test_gray_model_denoises_colour_in_the_opponent_space_by_default(repo, small_shift_dir):
+    pixels = mid_range_rgb(repo / "photo.png")
+    assert (
+        run_cli("denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir) == 0
+    )
+    denoised = read_output(repo / "out" / "photo.png")[1]
+    np.testing.assert_allclose(denoised, opponent_shifted(pixels, SMALL_SHIFT), atol=1)
+    # Nothing clipped: R, G and B move by -8/3, +1/3 and -2/3 of the shift.
+    moves = (denoised.astype(float) - pixels).mean(axis=(0, 1)) / 255 / SMALL_SHIFT
+    np.testing.assert_allclose(moves, [-8 / 3, 1 / 3, -2 / 3], atol=0.1)
+
+
+def test_colour_transform_and_self_ensemble_come_from_params_yaml_or_the_options(
+    repo, small_shift_dir, capsys
+):
+    pixels = mid_range_rgb(repo / "photo.png")
+    per_channel = shifted(pixels, SMALL_SHIFT)
+    (repo / "params.yaml").write_text("denoise:\n  colour_transform: per_channel\n")
+    assert (
+        run_cli("denoise", repo / "photo.png", "-o", repo / "a", "--model", small_shift_dir) == 0
+    )
+    np.testing.assert_allclose(read_output(repo / "a" / "photo.png")[1], per_channel, atol=1)
+
+    # The option wins over params.yaml; the shift model is equivariant, so 8 views change
+    # nothing.
+    args = ["--colour-transform", "opponent", "--self-ensemble", "8"]
+    command = ["denoise", repo / "photo.png", "-o", repo / "b", "--model", small_shift_dir]
+    assert run_cli(*command, *args) == 0
+    np.testing.assert_allclose(
+        read_output(repo / "b" / "photo.png")[1], opponent_shifted(pixels, SMALL_SHIFT), atol=1
+    )
+
+    (repo / "params.yaml").write_text("denoise:\n  self_ensemble: 3\n")
+    capsys.readouterr()
+    assert (
+        run_cli("denoise", repo / "photo.png", "-o", repo / "c", "--model", small_shift_dir) == 2
+    )
+    error = capsys.readouterr().err.strip()
+    assert "denoise.self_ensemble: must be one of 1, 2, 4, 8" in error and "\n" not in error
+    assert not (repo / "c").exists()
+
+
+def test_the_logged_model_serves_with_the_settings_it_was_logged_with(repo, small_shift_dir):
+    import mlflow
+
+    tracking.setup()
+    # Logged for colour images (the signature's channels), as a grayscale champion_rgb is.
+    batch = np.random.default_rng(2).uniform(0.4, 0.6, (2, 11, 13, 3)).astype(np.float32)
+    denoiser = model_store.load_folder(small_shift_dir)
+    for transform in ("opponent", "per_channel"):
+        settings = denoise.Settings(colour_transform=transform, self_ensemble=2)
+        with tracking.model_run(f"shift-{transform}", "test", {}) as run:
+            pass
+        uri = serving.log_model_folder(small_shift_dir, 3, run.info.run_id, settings)
+        served = mlflow.pyfunc.load_model(uri).predict(batch)
+        expected = [denoise.denoise_values(denoiser, image, settings=settings) for image in batch]
+        np.testing.assert_allclose(served, np.stack(expected), atol=1e-6)
+        # The same folder with the same settings is not logged twice; other settings are.
+        assert serving.log_model_folder(small_shift_dir, 3, run.info.run_id, settings) == uri
+        other = denoise.Settings(colour_transform=transform, self_ensemble=1)
+        assert serving.log_model_folder(small_shift_dir, 3, run.info.run_id, other) != uri
