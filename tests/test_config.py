@@ -70,7 +70,7 @@ TUNE = {
     "search": {
         "learning_rate": [0.0005, 0.004],
         "base_filters": [16, 24, 32],
-        "depth": [2, 3],
+        "depth": [2],
         "batch_size": [16, 32],
         "loss": ["mse", "l1"],
         "batch_norm": [False],
