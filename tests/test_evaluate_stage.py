@@ -13,9 +13,10 @@ import pytest
 import yaml
 from conftest import shift_model
 
-from denoiselab import catalogue, files, models, noise, registry, serving, tracking
+from denoiselab import catalogue, denoise, files, models, noise, registry, serving, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
 # Each trained model subtracts a constant: the smaller, the closer to the clean images.
 SHIFTS = {"cae": 0.0, "unet": 0.04, "unet_tuned": 0.08, "unet_rgb": 0.02}
 
@@ -187,7 +188,11 @@ def test_each_model_is_logged_into_its_training_run_once(repo):
     [logged] = logged_models(client, run_id)
     tags = client.get_run(run_id).data.tags
     assert tags[serving.MODEL_URI_TAG] == f"models:/{logged.model_id}"
-    assert tags[serving.MODEL_DIGEST_TAG] == serving.folder_digest(repo / "models/unet")
+    # The tag digests the folder with the denoise settings it was logged with (params.yaml's).
+    settings = denoise.Settings.from_mapping(yaml.safe_load(PARAMS.read_text())["denoise"])
+    digest = serving.model_digest(repo / "models/unet", settings)
+    assert tags[serving.MODEL_DIGEST_TAG] == digest
+    assert digest != serving.model_digest(repo / "models/unet", denoise.Settings(self_ensemble=8))
     # The training run stays finished, and the registered version is this logged model.
     assert client.get_run(run_id).info.status == "FINISHED"
     assert registry.version_tags("unet")["run_id"] == run_id

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from denoiselab import config, files, studies, tuning
+from denoiselab import config, files, noise, studies, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_NAME = re.compile(r"^unet_tune-[0-9a-f]{12}$")
@@ -53,6 +53,17 @@ def write_data(folder: Path, data_hash: str = "tiny") -> None:
         noisy = np.clip(patches + rng.normal(0, 0.1, patches.shape), 0, 1).astype(np.float32)
         files.save_arrays(folder / "data/gray/prepared" / f"{split}.npz", {"patches": patches})
         files.save_arrays(folder / "data/gray/noisy" / f"{split}.npz", {"patches": noisy})
+    # The whole validation images at two levels, as add_noise writes them: what trials score on.
+    val_images = {
+        name: (0.5 + 0.3 * np.sin(5 * x + 3 * y * rng.random()))[..., None].astype(np.float32)
+        for name in ("c", "d")
+    }
+    files.save_arrays(folder / "data/gray/prepared/val_images.npz", val_images)
+    for level in (0.05, 0.1):
+        levels_folder = folder / "data/gray/noisy" / noise.LEVELS_FOLDER / noise.level_key(level)
+        files.save_arrays(
+            levels_folder / "val_images.npz", noise.noisy_images(val_images, level, seed=0)
+        )
     files.write_json(
         folder / "data/gray/prepared/manifest.json", {"data_hash": data_hash, "channels": 1}
     )

@@ -132,6 +132,13 @@ def folder_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_digest(folder: str | Path, settings: denoise.Settings) -> str:
+    """A SHA-256 of a model folder's contents and the settings it denoises with: what one
+    logged MLflow model holds."""
+    payload = folder_digest(folder) + json.dumps(settings.as_dict(), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def log_model_folder(
     model_dir: str | Path,
     channels: int,
@@ -144,9 +151,7 @@ def log_model_folder(
     The model is logged only when the run holds no model of the same folder contents and
     settings yet (its tags say which it holds), so evaluating again never piles up copies.
     """
-    digest = hashlib.sha256(
-        (folder_digest(model_dir) + json.dumps(settings.as_dict(), sort_keys=True)).encode()
-    ).hexdigest()
+    digest = model_digest(model_dir, settings)
     tags = tracking.get_tags(run_id)
     if tags.get(MODEL_DIGEST_TAG) == digest and tags.get(MODEL_URI_TAG):
         return tags[MODEL_URI_TAG]
