@@ -155,7 +155,7 @@ def save_shift_model(folder: Path, shifts: tuple[float, ...]) -> Path:
     return folder
 
 
-def blur_model(architecture: str, depth: int, base_filters: int = 2):
+def blur_model(architecture: str, depth: int, base_filters: int = 2, pixel_unshuffle=False):
     """A model whose every convolution averages its inputs, so each output pixel depends on
     its whole receptive field, as in a trained denoiser: a tile margin too small for it, or
     padding of the wrong kind, shows in the output. Returns the model and its config."""
@@ -164,7 +164,9 @@ def blur_model(architecture: str, depth: int, base_filters: int = 2):
     from denoiselab import models
     from denoiselab.config import ModelConfig
 
-    config = ModelConfig(model=architecture, base_filters=base_filters, depth=depth)
+    config = ModelConfig(
+        model=architecture, base_filters=base_filters, depth=depth, pixel_unshuffle=pixel_unshuffle
+    )
     model = models.build_model(config)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2DTranspose):

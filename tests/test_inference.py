@@ -10,9 +10,13 @@ from conftest import blur_model
 from denoiselab import inference
 
 
-@pytest.mark.parametrize(("architecture", "depth"), [("cae", 2), ("cae", 3), ("unet", 3)])
-def test_tiled_result_equals_the_untiled_one(architecture, depth):
-    model, _ = blur_model(architecture, depth)
+@pytest.mark.parametrize(
+    ("architecture", "depth", "pixel_unshuffle"),
+    [("cae", 2, False), ("cae", 3, False), ("unet", 3, False), ("unet", 2, True)],
+)
+def test_tiled_result_equals_the_untiled_one(architecture, depth, pixel_unshuffle):
+    model, config = blur_model(architecture, depth, pixel_unshuffle=pixel_unshuffle)
+    depth = config.downsamplings
     tile_size = 32
     margin = inference.tile_margin(depth)
     # Several tiles in each direction, each with its full margin of context.

@@ -4,7 +4,7 @@ import pytest
 from keras import layers
 
 from denoiselab import models
-from denoiselab.config import ModelConfig
+from denoiselab.config import ModelConfig, parse
 
 CONFIGS = [
     ModelConfig(model="cae", base_filters=4, depth=2, residual=False, channels=1),
@@ -13,12 +13,19 @@ CONFIGS = [
         model="unet", base_filters=4, depth=3, residual=False, batch_norm=True, channels=3
     ),
     ModelConfig(model="unet", base_filters=4, depth=2, residual=True, bias=False, channels=3),
+    ModelConfig(
+        model="unet", base_filters=4, depth=1, bias=False, pixel_unshuffle=True, channels=1
+    ),
+    ModelConfig(model="unet", base_filters=4, depth=1, residual=False, pixel_unshuffle=True),
 ]
 
 
-@pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
-)
+def config_id(config: ModelConfig) -> str:
+    unshuffle = "-unshuffle" if config.pixel_unshuffle else ""
+    return f"{config.model}-{config.channels}ch-bias{config.bias}{unshuffle}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_output_shape_equals_input_shape_for_any_size(config):
     model = models.build_model(config)
     for size in ((16, 16), (32, 48)):
@@ -28,9 +35,7 @@ def test_output_shape_equals_input_shape_for_any_size(config):
         assert keras.backend.standardize_dtype(output.dtype) == "float32"
 
 
-@pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
-)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_model_saves_and_loads_with_its_config(config, tmp_path):
     model = models.build_model(config)
     batch = np.random.default_rng(1).random((1, 16, 16, config.channels)).astype(np.float32)
@@ -40,7 +45,7 @@ def test_model_saves_and_loads_with_its_config(config, tmp_path):
     assert info["model_config"]["model"] == config.model
     np.testing.assert_allclose(loaded(batch), model(batch), atol=1e-6)
     reloaded, depth = models.load_any_model(tmp_path / "model")
-    assert depth == config.depth
+    assert depth == config.downsamplings
 
 
 def test_weights_file_is_byte_stable(tmp_path):
@@ -65,6 +70,34 @@ def test_bias_free_unet_has_no_bias_and_scales_with_its_input():
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(np.full(layer.bias.shape, 0.1, np.float32))
     assert not np.allclose(biased(2 * batch), 2 * biased(batch), atol=1e-3)
+
+
+def test_pixel_unshuffle_runs_the_unet_on_a_quarter_of_the_pixels():
+    plain = ModelConfig(model="unet", base_filters=8, depth=2, bias=False)
+    unshuffled = plain.model_copy(update={"pixel_unshuffle": True})
+    model = models.build_model(unshuffled)
+    assert unshuffled.downsamplings == 3 and models.infer_depth(model) == 3
+    # The first U-Net level sees half the height and width: a quarter of its FLOPs.
+    assert model.get_layer("enc0a_conv").output.shape[-1] == 8
+    probe = keras.Model(model.input, model.get_layer("enc0a_conv").output)
+    assert probe(np.zeros((1, 32, 48, 1), np.float32)).shape == (1, 16, 24, 8)
+    ratio = models.conv_flops_per_pixel(model, 1) / models.conv_flops_per_pixel(
+        models.build_model(plain), 1
+    )
+    assert 0.2 < ratio < 0.3
+    # Bias-free all through, the stride-2 layers too: twice the input, twice the output.
+    batch = np.random.default_rng(6).random((1, 16, 16, 1)).astype(np.float32)
+    assert not any(getattr(layer, "bias", None) is not None for layer in model.layers)
+    np.testing.assert_allclose(model(2 * batch), 2 * model(batch), rtol=1e-4, atol=1e-5)
+    # Every pixel of a 2x2 block gets its own output: the shuffle back is not an upsampling.
+    output = np.asarray(model(batch))[0, :, :, 0] - batch[0, :, :, 0]
+    assert np.abs(output[0::2, 0::2] - output[1::2, 1::2]).max() > 1e-4
+
+
+def test_a_saved_cae_config_with_pixel_unshuffle_is_refused_naming_the_key():
+    values = {"model": "cae", "depth": 2, "residual": False, "pixel_unshuffle": True}
+    with pytest.raises(ValueError, match="config.json: pixel_unshuffle must be false for the cae"):
+        parse(ModelConfig, values, "config.json")
 
 
 def test_residual_unet_with_zero_noise_head_is_identity():
@@ -124,9 +157,7 @@ def test_unknown_model_and_bad_paths(tmp_path):
         models.load_any_model(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
-)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_onnx_export_computes_what_keras_computes(config, tmp_path):
     from denoiselab import onnx_export
 
@@ -145,9 +176,7 @@ def test_onnx_export_computes_what_keras_computes(config, tmp_path):
     assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()
 
 
-@pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda config: f"{config.model}-{config.channels}ch-bias{config.bias}"
-)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_onnx_export_of_a_bfloat16_model_agrees_within_bfloat16_rounding(config, tmp_path):
     from denoiselab import onnx_export, precision
 

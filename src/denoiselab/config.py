@@ -109,10 +109,12 @@ def _refuse(key: str, rule: str, value: Any) -> NoReturn:
 
 
 def _require_divisible(key: str, size: int | None, depths: tuple[int, ...]) -> None:
-    """A crop must halve cleanly at every pooling level of every depth it will be used with."""
+    """A crop must halve cleanly at every level of every network it will be used with (``depths``
+    are their downsamplings: depth, plus one with pixel_unshuffle)."""
     for depth in depths:
         if size is not None and size % 2**depth:
-            _refuse(key, f"must be divisible by 2**depth = {2**depth}", size)
+            rule = f"must be divisible by {2**depth} (2**depth, times 2 with pixel_unshuffle)"
+            _refuse(key, rule, size)
 
 
 class Section(BaseModel):
@@ -187,6 +189,23 @@ class NetworkConfig(Section):
     # False: bias-free convolutions (Mohan et al., ICLR 2020), which generalise across noise
     # levels; True keeps biases (the default of models saved before the key existed).
     bias: bool = True
+    # True (U-Net only): the first layer is a 2x2 stride-2 convolution, a pixel-unshuffle
+    # followed by a 1x1 convolution (FFDNet), and the last a 2x2 stride-2 transpose
+    # convolution, a 1x1 convolution followed by a pixel-shuffle, so every layer between runs
+    # on a quarter of the pixels: a quarter of the FLOPs at the same width.
+    pixel_unshuffle: bool = False
+
+    @property
+    def downsamplings(self) -> int:
+        """How many times the network halves the image: its input's sides must divide by
+        ``2**downsamplings`` (inference pads to that and crops back)."""
+        return self.depth + int(self.pixel_unshuffle)
+
+    @model_validator(mode="after")
+    def _check_network(self) -> NetworkConfig:
+        if self.pixel_unshuffle and self.model != "unet":
+            _refuse("pixel_unshuffle", "must be false for the cae model", self.pixel_unshuffle)
+        return self
 
 
 class ModelConfig(NetworkConfig):
@@ -229,7 +248,7 @@ class TrainConfig(NetworkConfig):
         if self.loss == "bce" and self.residual:
             rule = "'bce' needs outputs in [0, 1]; use mse or l1 with residual: true"
             _refuse("loss", rule, self.loss)
-        _require_divisible("crop_size", self.crop_size, (self.depth,))
+        _require_divisible("crop_size", self.crop_size, (self.downsamplings,))
         if self.batch_norm and not self.bias:
             rule = "must be true with batch_norm: true (batch normalisation adds a shift)"
             _refuse("bias", rule, self.bias)
@@ -295,9 +314,12 @@ class TuneConfig(Section):
             rule = "may not hold 'bce' while train.residual is true (bce needs outputs in [0, 1])"
             _refuse("search.loss", rule, self.search.loss)
         for depth in self.search.depth:
-            crop = self.train.crop_size
-            if crop is not None and crop % 2**depth:
-                rule = f"must be divisible by 2**depth = {2**depth} for every search.depth choice"
+            crop, size = self.train.crop_size, 2 ** (depth + int(self.train.pixel_unshuffle))
+            if crop is not None and crop % size:
+                rule = (
+                    f"must be divisible by {size} for every search.depth choice "
+                    "(2**depth, times 2 with pixel_unshuffle)"
+                )
                 _refuse("train.crop_size", rule, crop)
         if self.storage is not None and not is_storage(self.storage):
             _refuse("storage", STORAGE_RULE, self.storage)
@@ -399,14 +421,18 @@ class Params(Section):
         for section, train in self.model_sections.items():
             if (train.crop_size or patch) > patch:
                 _refuse(f"{section}.crop_size", exceeds, train.crop_size)
-            if patch % 2**train.depth:
-                rule = f"must be divisible by 2**{section}.depth = {2**train.depth}"
-                _refuse("prepare.patch_size", rule, patch)
-        for depth in self.tune_unet.search.depth:
-            if patch % 2**depth:
+            if patch % 2**train.downsamplings:
                 rule = (
-                    f"must be divisible by 2**depth = {2**depth} for every "
-                    "tune_unet.search.depth choice"
+                    f"must be divisible by {2**train.downsamplings} "
+                    f"(2**{section}.depth, times 2 with pixel_unshuffle)"
+                )
+                _refuse("prepare.patch_size", rule, patch)
+        unshuffle = int(self.tune_unet.train.pixel_unshuffle)
+        for depth in self.tune_unet.search.depth:
+            if patch % 2 ** (depth + unshuffle):
+                rule = (
+                    f"must be divisible by {2 ** (depth + unshuffle)} for every "
+                    "tune_unet.search.depth choice (2**depth, times 2 with pixel_unshuffle)"
                 )
                 _refuse("prepare.patch_size", rule, patch)
         crop = self.tune_unet.train.crop_size

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from denoiselab import catalogue, files, onnx_export, paths
+from denoiselab.config import ModelConfig, parse
 from denoiselab.errors import UserError
 
 # The name models.py writes; repeated through paths because importing models.py imports Keras.
@@ -21,8 +22,9 @@ CONFIG_FILE = paths.MODEL_CONFIG_FILE
 
 @dataclasses.dataclass(frozen=True)
 class Denoiser:
-    """A loaded model (onnxruntime or Keras, called on NHWC batches), its number of 2x
-    poolings and its channels (1 or 3)."""
+    """A loaded model (onnxruntime or Keras, called on NHWC batches), how many times it halves
+    the image (``depth``: its input's sides must divide by ``2**depth``) and its channels (1
+    or 3)."""
 
     model: Any
     depth: int
@@ -70,7 +72,8 @@ def load_folder(location: str | Path) -> Denoiser:
     if is_onnx_folder(folder):
         info = files.read_json(folder / CONFIG_FILE)
         model = onnx_export.OnnxModel(folder / onnx_export.ONNX_FILE)
-        depth, channels = int(info["model_config"]["depth"]), model.channels
+        network = parse(ModelConfig, info["model_config"], str(folder / CONFIG_FILE))
+        depth, channels = network.downsamplings, model.channels
         return Denoiser(model, depth, channels, str(location))
     from denoiselab import models
 

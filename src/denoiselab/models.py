@@ -60,6 +60,10 @@ def build_unet(config: ModelConfig) -> keras.Model:
     """
     inputs = keras.Input(shape=(None, None, config.channels), name="noisy")
     x = inputs
+    if config.pixel_unshuffle:
+        x = layers.Conv2D(
+            config.base_filters, 2, strides=2, use_bias=config.bias, name="unshuffle"
+        )(x)
     widths = [config.base_filters * 2**level for level in range(config.depth)]
     skips = []
     for level, width in enumerate(widths):
@@ -77,7 +81,21 @@ def build_unet(config: ModelConfig) -> keras.Model:
         x = layers.Concatenate(name=f"dec{level}_skip")([x, skips[level]])
         x = _conv(x, width, f"dec{level}a", config.batch_norm, config.bias)
         x = _conv(x, width, f"dec{level}b", config.batch_norm, config.bias)
-    if config.residual:
+    if config.pixel_unshuffle:
+        # Back to full resolution: a 1x1 convolution to 2x2 pixels per position (pixel-shuffle).
+        x = layers.Conv2DTranspose(
+            config.channels,
+            2,
+            strides=2,
+            use_bias=config.bias,
+            name="noise" if config.residual else "shuffle",
+            dtype="float32",
+        )(x)
+        if config.residual:
+            outputs = layers.Subtract(name="denoised", dtype="float32")([inputs, x])
+        else:
+            outputs = layers.Activation("sigmoid", name="denoised", dtype="float32")(x)
+    elif config.residual:
         noise = layers.Conv2D(
             config.channels, 1, use_bias=config.bias, name="noise", dtype="float32"
         )(x)
@@ -203,11 +221,12 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
 
 
 def load_any_model(path: str | Path) -> tuple[keras.Model, int]:
-    """Loads a model folder or a ``.keras`` file (safe mode); returns it and its depth."""
+    """Loads a model folder or a ``.keras`` file (safe mode); returns it and how many times it
+    halves the image (its input's sides must divide by 2 to that power)."""
     path = Path(path)
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         model, info = load_model_dir(path)
-        return model, int(info["model_config"]["depth"])
+        return model, infer_depth(model)
     if path.suffix == ".keras" and path.is_file():
         model = keras.models.load_model(path, safe_mode=True, compile=False)
         if precision.for_inference(model_precision(model)) == precision.FLOAT32:
@@ -230,5 +249,10 @@ def as_float32(model: keras.Model) -> keras.Model:
 
 
 def infer_depth(model: keras.Model) -> int:
-    """Number of 2x poolings in a model, so inference can pad to a multiple of 2**depth."""
-    return sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
+    """How many times a model halves the image (2x poolings and stride-2 convolutions), so
+    inference can pad to a multiple of 2 to that power."""
+    return sum(
+        isinstance(layer, layers.MaxPooling2D)
+        or (type(layer) is layers.Conv2D and tuple(layer.strides) == (2, 2))
+        for layer in model.layers
+    )

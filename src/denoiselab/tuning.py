@@ -280,7 +280,7 @@ def run_trials(
             )
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             model = models.build_model(config.architecture(channels))
-            scorer = WholeImageValidation(trial, data["val_images"], config.depth)
+            scorer = WholeImageValidation(trial, data["val_images"], config.downsamplings)
             dataset = training.make_train_dataset(
                 data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
             )
