@@ -4,7 +4,8 @@ Writes ``reports/benchmark.json`` with, for every gray model and classical metho
 and seconds per megapixel on the gray test images at base.noise_sigma (each classical method
 with the settings the classical stage chose at that sigma); for every gray model, training
 patches/s and achieved GFLOP/s beside a large float32 matrix multiply measured in the same run
-(the machine's practical limit); the U-Net's training patches/s in float32 and mixed_bfloat16
+(the machine's practical limit); where a training epoch of the tuned U-Net goes (optimizer
+steps, input pipeline, validation); the U-Net's training patches/s in float32 and mixed_bfloat16
 under each oneDNN instruction-set limit (what precision: auto weighs); and the whole-process
 time of ``denoiselab denoise`` on a 1-megapixel photo beside BM3D's time on the same image. A
 benchmark, not a test: nothing here asserts a time.
@@ -112,6 +113,72 @@ def training_throughput(
             "fraction_of_matmul": round(gflops / matmul, 3),
         }
     return rows, round(matmul, 1)
+
+
+def step_breakdown(
+    config: TrainConfig,
+    clean: np.ndarray,
+    validation_patches: int,
+    steps: int = 64,
+    repeats: int = 3,
+) -> dict:
+    """Where one epoch of ``config``'s training goes: the optimizer steps fed by the real input
+    pipeline, the same steps fed batches already in memory (the difference is what the
+    pipeline costs the steps, on the cores they share), the pipeline on its own, and one
+    validation pass over ``validation_patches`` patches at each blind validation level, as
+    ``fit`` runs it after every epoch. Best of ``repeats`` for each; ``clean`` are the training
+    patches (NHWC in [0, 1])."""
+    import tensorflow as tf
+
+    channels, epoch_steps = clean.shape[-1], config.steps_per_epoch
+    config = config.model_copy(
+        update={"epochs": 1, "steps_per_epoch": steps, "lr_schedule": "constant"}
+    )
+    model = models.build_model(config.architecture(channels))
+    training.compile_model(model, config)
+    dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
+    batches = list(dataset.take(steps))
+    in_memory = tf.data.Dataset.from_tensor_slices(
+        (tf.stack([noisy for noisy, _ in batches]), tf.stack([clean for _, clean in batches]))
+    ).repeat()
+    validation = training.validation_data(
+        clean[:validation_patches], clean[:validation_patches], config.noise_sigma_range, 0
+    )
+    model.fit(dataset, steps_per_epoch=steps, verbose=0)  # builds the graph
+    model.fit(in_memory, steps_per_epoch=steps, verbose=0)
+    model.evaluate(*validation, batch_size=max(config.batch_size, 32), verbose=0)
+    best = {"real_pipeline": np.inf, "in_memory": np.inf, "pipeline_alone": np.inf}
+    best["validation"] = np.inf
+    for _ in range(repeats):
+        for key, run in (
+            ("real_pipeline", lambda: model.fit(dataset, steps_per_epoch=steps, verbose=0)),
+            ("in_memory", lambda: model.fit(in_memory, steps_per_epoch=steps, verbose=0)),
+            ("pipeline_alone", lambda: sum(1 for _ in dataset.take(steps))),
+            (
+                "validation",
+                lambda: model.evaluate(
+                    *validation, batch_size=max(config.batch_size, 32), verbose=0
+                ),
+            ),
+        ):
+            started = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - started)
+    step = best["real_pipeline"] / steps
+    return {
+        "steps": steps,
+        "batch_size": config.batch_size,
+        "seconds_per_step": round(step, 4),
+        "seconds_per_step_in_memory": round(best["in_memory"] / steps, 4),
+        "input_pipeline_share_of_step": round(1 - best["in_memory"] / best["real_pipeline"], 3),
+        "pipeline_alone_patches_per_s": round(steps * config.batch_size / best["pipeline_alone"]),
+        "validation_patches": len(validation[0]),
+        "validation_seconds": round(best["validation"], 2),
+        "steps_per_epoch": epoch_steps,
+        "validation_share_of_epoch": round(
+            best["validation"] / (best["validation"] + step * epoch_steps), 3
+        ),
+    }
 
 
 def determinism_cost(config: TrainConfig, channels: int, patch_size: int) -> dict:
@@ -287,6 +354,13 @@ def main() -> None:
     print(f"float32 matmul: {report['matmul_gflops_per_s']} GFLOP/s", flush=True)
     for name, row in report["training"].items():
         print(name, row, flush=True)
+    validation_patches = len(files.load_arrays(args.prepared / "val.npz")["patches"])
+    report["step_breakdown"] = step_breakdown(
+        configs["unet_tuned"],
+        files.load_arrays(args.prepared / "train.npz")["patches"],
+        validation_patches,
+    )
+    print("unet_tuned step breakdown", report["step_breakdown"], flush=True)
     # The settings the classical stage chose at this sigma, or the first candidates without it.
     chosen = {}
     if args.classical.is_file():
