@@ -3,9 +3,11 @@ sqlite store: a worse challenger never takes the alias, a better one does."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from denoiselab import models, registry, selection, serving, tracking
+from denoiselab import denoise, models, registry, selection, serving, tracking
 from denoiselab.config import ModelConfig
 
 
@@ -74,6 +76,26 @@ def test_champion_is_the_best_on_validation_and_a_worse_challenger_never_takes_i
     assert crowning.changed and crowning.model_name == "unet_tuned"
     assert champion_tags()["run_id"] == better.run_id
     assert registry.registered_aliases()[registry.CHAMPION] == better.run_id
+
+
+def test_a_model_logged_again_with_other_settings_is_a_new_version_that_serves_them(store):
+    first = candidate(store, "unet_tuned", val_psnr=29.0, test_psnr=28.0)
+    registry.register_and_crown([first])
+    [again] = registry.register_and_crown([first])  # evaluated again, nothing new
+    assert not again.changed and len(registry_versions()) == 1
+    # The same run's model logged again with a self-ensemble, which scores better: the champion
+    # must now point at that logged model, not at the one logged with the old settings.
+    settings = denoise.Settings(self_ensemble=2)
+    info = serving.log_denoiser_model(store / "folder", 1, run_id=first.run_id, settings=settings)
+    relogged = dataclasses.replace(first, model_uri=info.model_uri, val_psnr=29.1)
+    [crowning] = registry.register_and_crown([relogged])
+    assert crowning.changed and len(registry_versions()) == 2
+    import mlflow
+
+    champion = mlflow.MlflowClient().get_model_version_by_alias(
+        registry.REGISTERED_MODEL, registry.CHAMPION
+    )
+    assert champion.source == info.model_uri and champion.run_id == first.run_id
 
 
 def test_kinds_are_kept_apart(store):

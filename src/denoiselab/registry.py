@@ -90,7 +90,9 @@ def _not_found() -> type[Exception]:
 
 def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
     """Registers each candidate's model as a version of one registered model (one version
-    per run, however many aliases it competes for), tags it with its channels, test scores
+    per logged model, however many aliases it competes for: a run's model logged again with
+    other ``denoise`` settings is a new version, so an alias always serves what was scored),
+    tags it with its channels, test scores
     and, per alias, the validation score, data hash and levels it competes with, points the
     alias of its name (``cae``, ...) at it, and then settles each champion alias among the
     candidates.
@@ -113,14 +115,14 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
             "(colour) = best validation PSNR among the versions on the same data",
         )
     existing = {
-        version.run_id: version
+        (version.run_id, version.source): version
         for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
     }
     for candidate in candidates:
-        version = existing.get(candidate.run_id)
+        version = existing.get((candidate.run_id, candidate.model_uri))
         if version is None:
             version = mlflow.register_model(candidate.model_uri, REGISTERED_MODEL)
-            existing[candidate.run_id] = version
+            existing[candidate.run_id, candidate.model_uri] = version
         tags = {
             "model_name": candidate.name,
             "run_id": candidate.run_id,
