@@ -144,23 +144,20 @@ def step_breakdown(
     validation = training.validation_data(
         clean[:validation_patches], clean[:validation_patches], config.noise_sigma_range, 0
     )
-    model.fit(dataset, steps_per_epoch=steps, verbose=0)  # builds the graph
-    model.fit(in_memory, steps_per_epoch=steps, verbose=0)
-    model.evaluate(*validation, batch_size=max(config.batch_size, 32), verbose=0)
-    best = {"real_pipeline": np.inf, "in_memory": np.inf, "pipeline_alone": np.inf}
-    best["validation"] = np.inf
+    runs = {
+        "real_pipeline": lambda: model.fit(dataset, steps_per_epoch=steps, verbose=0),
+        "in_memory": lambda: model.fit(in_memory, steps_per_epoch=steps, verbose=0),
+        "pipeline_alone": lambda: sum(1 for _ in dataset.take(steps)),
+        # As fit validates after each epoch.
+        "validation": lambda: model.evaluate(
+            *validation, batch_size=max(config.batch_size, 32), verbose=0
+        ),
+    }
+    for run in runs.values():  # builds the graphs
+        run()
+    best = dict.fromkeys(runs, np.inf)
     for _ in range(repeats):
-        for key, run in (
-            ("real_pipeline", lambda: model.fit(dataset, steps_per_epoch=steps, verbose=0)),
-            ("in_memory", lambda: model.fit(in_memory, steps_per_epoch=steps, verbose=0)),
-            ("pipeline_alone", lambda: sum(1 for _ in dataset.take(steps))),
-            (
-                "validation",
-                lambda: model.evaluate(
-                    *validation, batch_size=max(config.batch_size, 32), verbose=0
-                ),
-            ),
-        ):
+        for key, run in runs.items():
             started = time.perf_counter()
             run()
             best[key] = min(best[key], time.perf_counter() - started)

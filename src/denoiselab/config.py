@@ -12,6 +12,7 @@ Parsing merges them, so every :class:`TrainConfig` here is the resolved one a mo
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -108,12 +109,16 @@ def _refuse(key: str, rule: str, value: Any) -> NoReturn:
     raise PydanticCustomError("params", "{rule}", {"key": key, "rule": rule, "value": value})
 
 
-def _require_divisible(key: str, size: int | None, depths: tuple[int, ...]) -> None:
-    """A crop must halve cleanly at every level of every network it will be used with (``depths``
-    are their downsamplings: depth, plus one with pixel_unshuffle)."""
+def _require_divisible(
+    key: str, size: int | None, depths: Iterable[int], depth_key: str = "depth", where: str = ""
+) -> None:
+    """A crop or patch must halve cleanly at every level of every network it will be used with
+    (``depths`` are their downsamplings: ``depth_key``, plus one with pixel_unshuffle);
+    ``where`` says which networks, for the message."""
     for depth in depths:
         if size is not None and size % 2**depth:
-            rule = f"must be divisible by {2**depth} (2**depth, times 2 with pixel_unshuffle)"
+            why = f"2**{depth_key}, times 2 with pixel_unshuffle"
+            rule = f"must be divisible by {2**depth}{where} ({why})"
             _refuse(key, rule, size)
 
 
@@ -304,6 +309,12 @@ class TuneConfig(Section):
     # TRIAL_SET_KEYS are set; params.yaml's train, with tune_unet.train's changes.
     train: TrainConfig = TrainConfig()
 
+    @property
+    def search_downsamplings(self) -> list[int]:
+        """The downsamplings of every network the search may build (see
+        :attr:`NetworkConfig.downsamplings`)."""
+        return [depth + int(self.train.pixel_unshuffle) for depth in self.search.depth]
+
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:
         rate = self.search.learning_rate
@@ -313,14 +324,12 @@ class TuneConfig(Section):
         if "bce" in self.search.loss and self.train.residual:
             rule = "may not hold 'bce' while train.residual is true (bce needs outputs in [0, 1])"
             _refuse("search.loss", rule, self.search.loss)
-        for depth in self.search.depth:
-            crop, size = self.train.crop_size, 2 ** (depth + int(self.train.pixel_unshuffle))
-            if crop is not None and crop % size:
-                rule = (
-                    f"must be divisible by {size} for every search.depth choice "
-                    "(2**depth, times 2 with pixel_unshuffle)"
-                )
-                _refuse("train.crop_size", rule, crop)
+        _require_divisible(
+            "train.crop_size",
+            self.train.crop_size,
+            self.search_downsamplings,
+            where=" for every search.depth choice",
+        )
         if self.storage is not None and not is_storage(self.storage):
             _refuse("storage", STORAGE_RULE, self.storage)
         if not self.study_name.strip():
@@ -421,20 +430,14 @@ class Params(Section):
         for section, train in self.model_sections.items():
             if (train.crop_size or patch) > patch:
                 _refuse(f"{section}.crop_size", exceeds, train.crop_size)
-            if patch % 2**train.downsamplings:
-                rule = (
-                    f"must be divisible by {2**train.downsamplings} "
-                    f"(2**{section}.depth, times 2 with pixel_unshuffle)"
-                )
-                _refuse("prepare.patch_size", rule, patch)
-        unshuffle = int(self.tune_unet.train.pixel_unshuffle)
-        for depth in self.tune_unet.search.depth:
-            if patch % 2 ** (depth + unshuffle):
-                rule = (
-                    f"must be divisible by {2 ** (depth + unshuffle)} for every "
-                    "tune_unet.search.depth choice (2**depth, times 2 with pixel_unshuffle)"
-                )
-                _refuse("prepare.patch_size", rule, patch)
+            depth_key = f"{section}.depth"
+            _require_divisible("prepare.patch_size", patch, [train.downsamplings], depth_key)
+        _require_divisible(
+            "prepare.patch_size",
+            patch,
+            self.tune_unet.search_downsamplings,
+            where=" for every tune_unet.search.depth choice",
+        )
         crop = self.tune_unet.train.crop_size
         if (crop or 0) > patch:
             _refuse("tune_unet.train.crop_size", exceeds, crop)
