@@ -142,7 +142,11 @@ def step_breakdown(
         (tf.stack([noisy for noisy, _ in batches]), tf.stack([clean for _, clean in batches]))
     ).repeat()
     validation = training.validation_data(
-        clean[:validation_patches], clean[:validation_patches], config.noise_sigma_range, 0
+        clean[:validation_patches],
+        clean[:validation_patches],
+        config.noise_sigma_range,
+        0,
+        config.noise_map,
     )
     runs = {
         "real_pipeline": lambda: model.fit(dataset, steps_per_epoch=steps, verbose=0),

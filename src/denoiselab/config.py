@@ -199,6 +199,11 @@ class NetworkConfig(Section):
     # convolution, a 1x1 convolution followed by a pixel-shuffle, so every layer between runs
     # on a quarter of the pixels: a quarter of the FLOPs at the same width.
     pixel_unshuffle: bool = False
+    # True (U-Net only): the network also takes the noise level, as one more input channel
+    # that holds it everywhere (FFDNet's noise level map). Training gives it each patch's
+    # sigma; denoising, the level estimated from the image itself (noise.estimate_sigma), so
+    # the model is still never told the level.
+    noise_map: bool = False
 
     @property
     def downsamplings(self) -> int:
@@ -210,6 +215,8 @@ class NetworkConfig(Section):
     def _check_network(self) -> NetworkConfig:
         if self.pixel_unshuffle and self.model != "unet":
             _refuse("pixel_unshuffle", "must be false for the cae model", self.pixel_unshuffle)
+        if self.noise_map and self.model != "unet":
+            _refuse("noise_map", "must be false for the cae model", self.noise_map)
         return self
 
 
@@ -222,6 +229,12 @@ class ModelConfig(NetworkConfig):
 
     channels: Channels = 1
     precision: Precision = "float32"
+
+    @property
+    def input_channels(self) -> int:
+        """The channels the network takes: the image's, and the noise level map's with
+        ``noise_map``."""
+        return self.channels + int(self.noise_map)
 
 
 class TrainConfig(NetworkConfig):
@@ -257,6 +270,9 @@ class TrainConfig(NetworkConfig):
         if self.batch_norm and not self.bias:
             rule = "must be true with batch_norm: true (batch normalisation adds a shift)"
             _refuse("bias", rule, self.bias)
+        if self.noise_map and self.noise_sigma_range is None:
+            rule = "needs noise_sigma_range (a model trained at one level has nothing to map)"
+            _refuse("noise_map", rule, self.noise_map)
         if self.noise_sigma_range is not None and not self.fresh_noise:
             rule = "needs fresh_noise: true (the noise is drawn while training)"
             _refuse("noise_sigma_range", rule, self.noise_sigma_range)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from denoiselab import images, inference, model_store
+from denoiselab import images, inference, model_store, noise
 from denoiselab.errors import UserError
 
 COLOUR_TRANSFORMS = ("opponent", "per_channel")
@@ -102,10 +102,10 @@ def self_ensemble(
     turned back: ``size`` times the work, for a few hundredths to tenths of a dB."""
     if size == 1:
         return run(image)
-    total = np.zeros(image.shape, np.float64)
+    total = 0.0
     for turns, mirrored in GEOMETRIES[:size]:
         output = run(np.ascontiguousarray(_geometry(image, turns, mirrored)))
-        total += _undo_geometry(output, turns, mirrored)
+        total = total + _undo_geometry(output, turns, mirrored).astype(np.float64)
     return (total / size).astype(np.float32)
 
 
@@ -122,7 +122,8 @@ def denoise_values(
     converted back to RGB) or R, G and B themselves, as ``settings.colour_transform`` says. A
     colour model gets a grayscale image repeated to 3 channels and its output converted back
     with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
-    rotations.
+    rotations. A model that takes a noise level map gets, with each plane or image it
+    denoises, the level estimated from that plane or image (:func:`noise.estimate_sigma`).
     """
     multiple = 2**denoiser.depth
     tiled = functools.partial(
@@ -134,6 +135,8 @@ def denoise_values(
     )
 
     def run(values: np.ndarray) -> np.ndarray:
+        if denoiser.noise_map:
+            values = noise.with_noise_map(values)
         return self_ensemble(tiled, values, settings.self_ensemble)
 
     if denoiser.channels == 1:

@@ -53,7 +53,9 @@ def denoise_image(
     tile_size: int = DEFAULT_TILE,
     margin: int | None = None,
 ) -> np.ndarray:
-    """Denoises an HWC float32 image in [0, 1]; returns the same shape, clipped to [0, 1].
+    """Denoises an HWC float32 image in [0, 1]; returns its height and width with the model's
+    output channels (the image's, or one fewer when its last channel is a noise level map),
+    clipped to [0, 1].
 
     Images larger than ``tile_size`` are processed in tiles that overlap their neighbours by
     ``margin`` pixels of context (by default enough for the model's receptive field), and only
@@ -69,7 +71,7 @@ def denoise_image(
     height, width = image.shape[:2]
     if height <= tile_size + 2 * margin and width <= tile_size + 2 * margin:
         return np.clip(predict_padded(model, image, multiple), 0.0, 1.0)
-    output = np.empty(image.shape, np.float32)
+    output = None
     for top in range(0, height, tile_size):
         for left in range(0, width, tile_size):
             bottom, right = min(top + tile_size, height), min(left + tile_size, width)
@@ -78,6 +80,8 @@ def denoise_image(
             context_right = min(right + margin, width)
             tile = image[context_top:context_bottom, context_left:context_right]
             result = predict_padded(model, tile, multiple)
+            if output is None:
+                output = np.empty((height, width, result.shape[-1]), np.float32)
             output[top:bottom, left:right] = result[
                 top - context_top : bottom - context_top,
                 left - context_left : right - context_left,

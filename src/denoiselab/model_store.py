@@ -23,13 +23,19 @@ CONFIG_FILE = paths.MODEL_CONFIG_FILE
 @dataclasses.dataclass(frozen=True)
 class Denoiser:
     """A loaded model (onnxruntime or Keras, called on NHWC batches), how many times it halves
-    the image (``depth``: its input's sides must divide by ``2**depth``) and its channels (1
-    or 3)."""
+    the image (``depth``: its input's sides must divide by ``2**depth``), the channels of the
+    images it denoises (1 or 3) and whether its input also carries a noise level map (one more
+    channel, after the image's)."""
 
     model: Any
     depth: int
     channels: int
     location: str
+    noise_map: bool = False
+
+    @property
+    def input_channels(self) -> int:
+        return self.channels + int(self.noise_map)
 
 
 def has_folder(root: Path, name: str) -> bool:
@@ -73,12 +79,14 @@ def load_folder(location: str | Path) -> Denoiser:
         info = files.read_json(folder / CONFIG_FILE)
         model = onnx_export.OnnxModel(folder / onnx_export.ONNX_FILE)
         network = parse(ModelConfig, info["model_config"], str(folder / CONFIG_FILE))
-        depth, channels = network.downsamplings, model.channels
-        return Denoiser(model, depth, channels, str(location))
+        noise_map = network.noise_map
+        channels = model.channels - int(noise_map)
+        return Denoiser(model, network.downsamplings, channels, str(location), noise_map)
     from denoiselab import models
 
     model, depth = models.load_any_model(folder)
-    channels = model.input_shape[-1]
+    noise_map = models.takes_noise_map(model)
+    channels = model.input_shape[-1] - int(noise_map)
     if channels not in (1, 3):
-        raise UserError(f"{location}: model takes {channels} channels; expected 1 or 3")
-    return Denoiser(model, depth, channels, str(location))
+        raise UserError(f"{location}: model denoises {channels} channels; expected 1 or 3")
+    return Denoiser(model, depth, channels, str(location), noise_map)

@@ -15,6 +15,7 @@ from keras import layers
 from denoiselab import files, precision
 from denoiselab.config import ModelConfig, parse
 from denoiselab.errors import UserError
+from denoiselab.network_layers import NoisyPlanes
 
 WEIGHTS_FILE = "model.weights.h5"
 # Keras writes weights only to a name with this ending.
@@ -56,10 +57,13 @@ def build_unet(config: ModelConfig) -> keras.Model:
     """U-Net: the CAE's contracting path plus skip connections concatenated into the decoder.
 
     With ``residual`` the network predicts the noise and subtracts it from its input
-    (residual learning); otherwise a sigmoid maps straight to the clean image.
+    (residual learning); otherwise a sigmoid maps straight to the clean image. With
+    ``noise_map`` the input has one more channel, the noise level (FFDNet), which every layer
+    sees and the output drops.
     """
-    inputs = keras.Input(shape=(None, None, config.channels), name="noisy")
+    inputs = keras.Input(shape=(None, None, config.input_channels), name="noisy")
     x = inputs
+    noisy = NoisyPlanes(config.channels, name="image")(inputs) if config.noise_map else inputs
     if config.pixel_unshuffle:
         x = layers.Conv2D(
             config.base_filters, 2, strides=2, use_bias=config.bias, name="unshuffle"
@@ -92,14 +96,14 @@ def build_unet(config: ModelConfig) -> keras.Model:
             dtype="float32",
         )(x)
         if config.residual:
-            outputs = layers.Subtract(name="denoised", dtype="float32")([inputs, x])
+            outputs = layers.Subtract(name="denoised", dtype="float32")([noisy, x])
         else:
             outputs = layers.Activation("sigmoid", name="denoised", dtype="float32")(x)
     elif config.residual:
         noise = layers.Conv2D(
             config.channels, 1, use_bias=config.bias, name="noise", dtype="float32"
         )(x)
-        outputs = layers.Subtract(name="denoised", dtype="float32")([inputs, noise])
+        outputs = layers.Subtract(name="denoised", dtype="float32")([noisy, noise])
     else:
         outputs = layers.Conv2D(
             config.channels,
@@ -160,7 +164,7 @@ def conv_flops_per_pixel(model: keras.Model, channels: int, size: int = 64) -> f
         if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))
     ]
     probe = keras.Model(model.input, [layer.output for layer in convs])
-    outputs = probe(np.zeros((1, size, size, channels), "float32"))
+    outputs = probe(np.zeros((1, size, size, model.input_shape[-1]), "float32"))
     total = 0.0
     for layer, output in zip(convs, outputs, strict=True):
         kernel_height, kernel_width, *_ = layer.kernel.shape
@@ -218,6 +222,11 @@ def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
         raise UserError(f"{weights}: weights file not found")
     model.load_weights(weights)
     return model, info
+
+
+def takes_noise_map(model: keras.Model) -> bool:
+    """Whether ``model``'s input carries a noise level map after the image's channels."""
+    return any(isinstance(layer, NoisyPlanes) for layer in model.layers)
 
 
 def load_any_model(path: str | Path) -> tuple[keras.Model, int]:

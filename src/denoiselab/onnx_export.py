@@ -3,7 +3,8 @@
 Importing TensorFlow takes seconds, longer than denoising a megapixel; ``denoiselab denoise``
 therefore runs a model folder's ``model.onnx`` with onnxruntime when it is there. The export
 walks the functional graph layer by layer (convolutions, ReLU, batch normalisation, pooling,
-upsampling, transpose convolutions, concatenation, subtraction), so the ONNX graph computes
+upsampling, transpose convolutions, concatenation, subtraction, the image planes of an input
+with a noise level map), so the ONNX graph computes
 exactly what the Keras model computes, in float32, for any image size (NHWC in and out).
 It translates only the layer options it knows and refuses, naming the layer, any other, so an
 export never silently computes something else.
@@ -90,6 +91,8 @@ def export_onnx(model, path: str | Path) -> None:
     from keras import layers
     from onnx import TensorProto, helper, numpy_helper
 
+    from denoiselab.network_layers import NoisyPlanes
+
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(
             f"ONNX export: model {model.name!r} has {len(model.inputs)} inputs and "
@@ -97,8 +100,8 @@ def export_onnx(model, path: str | Path) -> None:
         )
     nodes, initializers = [], []
 
-    def constant(name: str, array: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+    def constant(name: str, array: np.ndarray, dtype=np.float32) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(array, dtype), name))
         return name
 
     input_name = model.layers[0].name
@@ -176,24 +179,31 @@ def export_onnx(model, path: str | Path) -> None:
             nodes.append(helper.make_node("Concat", sources, [name], axis=1))
         elif isinstance(layer, layers.Subtract):
             nodes.append(helper.make_node("Sub", sources, [name]))
+        elif isinstance(layer, NoisyPlanes):
+            # The first channels, along ONNX's channel axis (1).
+            bounds = [
+                constant(f"{name}/{key}", [value], np.int64)
+                for key, value in (("starts", 0), ("ends", layer.channels), ("axes", 1))
+            ]
+            nodes.append(helper.make_node("Slice", [sources[0], *bounds], [name]))
         else:
             raise UserError(
                 f"ONNX export: layer {name!r} ({type(layer).__name__}) is not supported"
             )
     output_name = model.layers[-1].name
     nodes.append(helper.make_node("Transpose", [output_name], ["output_nhwc"], perm=[0, 2, 3, 1]))
-    channels = model.input_shape[-1]
+    in_channels, out_channels = model.input_shape[-1], model.output_shape[-1]
     graph = helper.make_graph(
         nodes,
         model.name,
         [
             helper.make_tensor_value_info(
-                "input_nhwc", TensorProto.FLOAT, ["n", "h", "w", channels]
+                "input_nhwc", TensorProto.FLOAT, ["n", "h", "w", in_channels]
             )
         ],
         [
             helper.make_tensor_value_info(
-                "output_nhwc", TensorProto.FLOAT, ["n", "h", "w", channels]
+                "output_nhwc", TensorProto.FLOAT, ["n", "h", "w", out_channels]
             )
         ],
         initializer=initializers,

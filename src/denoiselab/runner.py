@@ -64,7 +64,11 @@ def _train(
         model,
         dataset,
         training.validation_data(
-            data["clean_val"], data["noisy_val"], config.noise_sigma_range, base.seed
+            data["clean_val"],
+            data["noisy_val"],
+            config.noise_sigma_range,
+            base.seed,
+            config.noise_map,
         ),
         config,
         backup_dir=backup,

@@ -27,7 +27,7 @@ def model_denoiser(
     as a function of one HWC float32 image in [0, 1]."""
     # One warm-up call so the timing excludes graph building, as a long-running user sees it.
     size = 2**denoiser.depth
-    denoiser.model(np.zeros((1, size, size, denoiser.channels), np.float32), training=False)
+    denoiser.model(np.zeros((1, size, size, denoiser.input_channels), np.float32), training=False)
     return lambda image: denoise.denoise_values(denoiser, image, tile_size, settings)
 
 

@@ -84,18 +84,22 @@ def validation_data(
     noisy: np.ndarray,
     noise_range: tuple[float, float] | None,
     seed: int,
+    noise_map: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (noisy, clean) validation patches (NHWC in [0, 1]) of a model trained with
     ``noise_range``: add_noise's fixed noisy patches for a model trained at one level (None);
     for a blind model, the clean patches at each of its :func:`validation_levels` (seeded), so
-    that its validation PSNR is the mean over them."""
+    that its validation PSNR is the mean over them. With ``noise_map`` each noisy patch
+    carries its level as one more channel, as in training."""
     if noise_range is None:
         return noisy, clean
     levels = validation_levels(noise_range)
-    noisy_levels = [
-        noise.add_gaussian_noise(clean, level, np.random.default_rng([seed, round(level * 1e6)]))
-        for level in levels
-    ]
+    noisy_levels = []
+    for level in levels:
+        patches = noise.add_gaussian_noise(
+            clean, level, np.random.default_rng([seed, round(level * 1e6)])
+        )
+        noisy_levels.append(noise.with_noise_map(patches, level) if noise_map else patches)
     return np.concatenate(noisy_levels), np.concatenate([clean] * len(levels))
 
 
@@ -121,7 +125,8 @@ def make_train_dataset(
     epoch, reproducible from ``seed``) of std ``sigma``, or, with ``noise_sigma_range``, of a
     std drawn per patch from that range by :func:`noise_sigma_from_uniform` (blind training:
     one model for every level);
-    otherwise the fixed noisy patches from add_noise are used. Crops and flips/rotations are
+    otherwise the fixed noisy patches from add_noise are used. With ``noise_map`` the noisy
+    patch carries its std as one more, constant channel. Crops and flips/rotations are
     applied identically to both halves of a pair.
 
     The order is drawn up front and every random op is stateless, so the stream is a pure
@@ -154,7 +159,10 @@ def make_train_dataset(
                     uniform, config.noise_sigma_range, config.noise_sigma_power
                 )
             field = tf.random.stateless_normal(tf.shape(patch), seed=pair_seed + 3) * stddev
-            return tf.clip_by_value(patch + field, 0.0, 1.0), patch
+            noisy = tf.clip_by_value(patch + field, 0.0, 1.0)
+            if config.noise_map:
+                noisy = tf.concat([noisy, tf.ones_like(patch[..., :1]) * stddev], axis=-1)
+            return noisy, patch
         return patch[..., :channels], patch[..., channels:]
 
     dataset = dataset.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -68,15 +68,19 @@ def load_validation_images(prepared: Path, noisy: Path) -> ValidationImages:
     )
 
 
-def whole_image_psnr(model: keras.Model, images: ValidationImages, depth: int) -> float:
+def whole_image_psnr(
+    model: keras.Model, images: ValidationImages, depth: int, noise_map: bool = False
+) -> float:
     """The model's PSNR on the whole validation images: per level the mean over the images,
     then the mean over the levels, as the evaluate stage measures it (padded to the pooling
-    grid and cropped back, clipped to [0, 1])."""
+    grid and cropped back, clipped to [0, 1]; with ``noise_map``, given the level estimated
+    from each image)."""
     per_level = []
     for noisy in images.noisy.values():
         values = []
         for name, clean in images.clean.items():
-            output = inference.predict_padded(model, noisy[name], 2**depth)
+            image = noise.with_noise_map(noisy[name]) if noise_map else noisy[name]
+            output = inference.predict_padded(model, image, 2**depth)
             error = np.clip(output.astype(np.float64), 0.0, 1.0) - clean
             values.append(10 * math.log10(1.0 / max(float(np.mean(error**2)), 1e-12)))
         per_level.append(float(np.mean(values)))
@@ -210,13 +214,15 @@ class WholeImageValidation(keras.callbacks.Callback):
     """After each epoch: the PSNR on the whole validation images, logged to the trial's run as
     ``val_image_psnr`` and reported to the study, which prunes on it."""
 
-    def __init__(self, trial: optuna.Trial, images: ValidationImages, depth: int):
+    def __init__(
+        self, trial: optuna.Trial, images: ValidationImages, depth: int, noise_map: bool = False
+    ):
         super().__init__()
-        self.trial, self.images, self.depth = trial, images, depth
+        self.trial, self.images, self.depth, self.noise_map = trial, images, depth, noise_map
         self.values: list[float] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        value = whole_image_psnr(self.model, self.images, self.depth)
+        value = whole_image_psnr(self.model, self.images, self.depth, self.noise_map)
         self.values.append(value)
         tracking.log_metrics({"val_image_psnr": value}, step=epoch + 1)
         self.trial.report(value, epoch)
@@ -247,7 +253,11 @@ def run_trials(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ran: list[int] = []
     validation = training.validation_data(
-        data["clean_val"], data["noisy_val"], tune.train.noise_sigma_range, base.seed
+        data["clean_val"],
+        data["noisy_val"],
+        tune.train.noise_sigma_range,
+        base.seed,
+        tune.train.noise_map,
     )
 
     def objective(trial: optuna.Trial) -> float:
@@ -280,7 +290,9 @@ def run_trials(
             )
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             model = models.build_model(config.architecture(channels))
-            scorer = WholeImageValidation(trial, data["val_images"], config.downsamplings)
+            scorer = WholeImageValidation(
+                trial, data["val_images"], config.downsamplings, config.noise_map
+            )
             dataset = training.make_train_dataset(
                 data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
             )
