@@ -17,6 +17,7 @@ UNET = {
     "batch_norm": False,
     "bias": False,
     "pixel_unshuffle": False,
+    "noise_map": True,
     "loss": "mse",
     "learning_rate": 0.002,
     "lr_schedule": "cosine",
@@ -49,6 +50,7 @@ RESOLVED = {
         "crop_size": None,
         "fresh_noise": False,
         "noise_sigma_range": None,
+        "noise_map": False,
         "augment": False,
         "steps_per_execution": 8,
     },
@@ -191,6 +193,8 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("train_unet", "batchsize", 8, "unknown key train_unet.batchsize"),
         ("train_unet", "pixel_unshuffle", "yes", "train_unet.pixel_unshuffle must be true or"),
         ("train_cae", "pixel_unshuffle", True, "train_cae.pixel_unshuffle must be false for"),
+        ("train_cae", "noise_map", True, "train_cae.noise_map must be false for"),
+        ("train_unet", "noise_map", 1.5, "train_unet.noise_map must be true or false"),
         ("train_unet", "steps_per_execution", 0, "train_unet.steps_per_execution"),
         ("train_unet", "precision", "bfloat16", "train_unet.precision must be one of"),
         ("tune_unet.train", "precision", "mixed_float16", "tune_unet.train.precision must be"),
@@ -227,6 +231,15 @@ def test_bad_params_name_the_key(section, key, value, message):
     with pytest.raises(ValueError, match=None) as error:
         config.parse_params(raw)
     assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_noise_map_needs_blind_training():
+    raw = raw_params()
+    raw["train_unet"].update(noise_map=True, noise_sigma_range=None)
+    with pytest.raises(ValueError) as error:
+        config.parse_params(raw)
+    assert "train_unet.noise_map needs noise_sigma_range" in str(error.value)
     assert "\n" not in str(error.value)
 
 

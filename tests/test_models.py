@@ -17,28 +17,34 @@ CONFIGS = [
         model="unet", base_filters=4, depth=1, bias=False, pixel_unshuffle=True, channels=1
     ),
     ModelConfig(model="unet", base_filters=4, depth=1, residual=False, pixel_unshuffle=True),
+    ModelConfig(model="unet", base_filters=4, depth=2, bias=False, noise_map=True, channels=3),
+    ModelConfig(
+        model="unet", base_filters=4, depth=1, bias=False, pixel_unshuffle=True, noise_map=True
+    ),
 ]
 
 
 def config_id(config: ModelConfig) -> str:
     unshuffle = "-unshuffle" if config.pixel_unshuffle else ""
-    return f"{config.model}-{config.channels}ch-bias{config.bias}{unshuffle}"
+    noise_map = "-noisemap" if config.noise_map else ""
+    return f"{config.model}-{config.channels}ch-bias{config.bias}{unshuffle}{noise_map}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_output_shape_equals_input_shape_for_any_size(config):
+    # A noise-map model takes one more channel than it returns: the level map.
     model = models.build_model(config)
     for size in ((16, 16), (32, 48)):
-        batch = np.random.default_rng(0).random((2, *size, config.channels)).astype(np.float32)
-        output = model(batch)
-        assert output.shape == batch.shape
+        batch = np.random.default_rng(0).random((2, *size, config.input_channels))
+        output = model(batch.astype(np.float32))
+        assert output.shape == (2, *size, config.channels)
         assert keras.backend.standardize_dtype(output.dtype) == "float32"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_model_saves_and_loads_with_its_config(config, tmp_path):
     model = models.build_model(config)
-    batch = np.random.default_rng(1).random((1, 16, 16, config.channels)).astype(np.float32)
+    batch = np.random.default_rng(1).random((1, 16, 16, config.input_channels)).astype(np.float32)
     models.save_model_dir(model, config, tmp_path / "model", {"name": "x"})
     loaded, info = models.load_model_dir(tmp_path / "model")
     assert info["name"] == "x"
@@ -46,6 +52,7 @@ def test_model_saves_and_loads_with_its_config(config, tmp_path):
     np.testing.assert_allclose(loaded(batch), model(batch), atol=1e-6)
     reloaded, depth = models.load_any_model(tmp_path / "model")
     assert depth == config.downsamplings
+    assert models.takes_noise_map(reloaded) == config.noise_map
 
 
 def test_weights_file_is_byte_stable(tmp_path):
@@ -97,6 +104,29 @@ def test_pixel_unshuffle_runs_the_unet_on_a_quarter_of_the_pixels():
 def test_a_saved_cae_config_with_pixel_unshuffle_is_refused_naming_the_key():
     values = {"model": "cae", "depth": 2, "residual": False, "pixel_unshuffle": True}
     with pytest.raises(ValueError, match="config.json: pixel_unshuffle must be false for the cae"):
+        parse(ModelConfig, values, "config.json")
+
+
+def test_noise_map_unet_reads_the_level_and_returns_the_image_planes():
+    config = ModelConfig(model="unet", base_filters=4, depth=2, bias=False, noise_map=True)
+    model = models.build_model(config)
+    assert model.input_shape[-1] == 2 and model.output_shape[-1] == 1
+    image = np.random.default_rng(7).random((1, 16, 16, 1)).astype(np.float32)
+
+    def at_level(sigma):
+        return np.asarray(model(np.concatenate([image, np.full_like(image, sigma)], axis=-1)))
+
+    # The network sees the map: another level, another output.
+    assert np.abs(at_level(0.05) - at_level(0.2)).max() > 1e-4
+    # The residual is taken from the image planes alone: with a zero noise head the output is
+    # the image, whatever the level.
+    zero_layer(model, "noise")
+    np.testing.assert_allclose(at_level(0.2), image, atol=1e-6)
+
+
+def test_noise_map_is_refused_for_the_cae_naming_the_key():
+    values = {"model": "cae", "depth": 2, "residual": False, "noise_map": True}
+    with pytest.raises(ValueError, match="config.json: noise_map must be false for the cae"):
         parse(ModelConfig, values, "config.json")
 
 
@@ -170,7 +200,7 @@ def test_onnx_export_computes_what_keras_computes(config, tmp_path):
                 layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, np.float32))
     onnx_export.export_onnx(model, tmp_path / "model.onnx")
     runner = onnx_export.OnnxModel(tmp_path / "model.onnx")
-    batch = np.random.default_rng(3).random((2, 24, 40, config.channels)).astype(np.float32)
+    batch = np.random.default_rng(3).random((2, 24, 40, config.input_channels)).astype(np.float32)
     np.testing.assert_allclose(runner(batch), model(batch), atol=1e-5)
     onnx_export.export_onnx(model, tmp_path / "again.onnx")
     assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()
@@ -188,7 +218,7 @@ def test_onnx_export_of_a_bfloat16_model_agrees_within_bfloat16_rounding(config,
         assert models.model_precision(model) == "mixed_bfloat16"
     onnx_export.export_onnx(model, tmp_path / "model.onnx")
     runner = onnx_export.OnnxModel(tmp_path / "model.onnx")
-    batch = np.random.default_rng(3).random((2, 24, 40, config.channels)).astype(np.float32)
+    batch = np.random.default_rng(3).random((2, 24, 40, config.input_channels)).astype(np.float32)
     np.testing.assert_allclose(runner(batch), model(batch), atol=2**-7)
 
 

@@ -65,6 +65,29 @@ def test_colour_images_draw_independent_noise_per_channel():
     assert field.std() == pytest.approx(0.1, rel=0.03)
 
 
+@pytest.mark.parametrize("sigma", [0.02, 0.05, 0.1, 0.2])
+def test_the_noise_level_is_read_from_the_image_alone(sigma):
+    # A smooth image with detail of its own: the estimate must see the noise, not the image.
+    y, x = np.mgrid[0:256, 0:256] / 256
+    clean = (0.5 + 0.25 * np.sin(9 * x) * np.cos(7 * y))[..., None]
+    noisy = noise.add_gaussian_noise(clean, sigma, np.random.default_rng(3))
+    assert noise.estimate_sigma(noisy) == pytest.approx(sigma, rel=0.06)
+    colour = noise.add_gaussian_noise(np.repeat(clean, 3, -1), sigma, np.random.default_rng(4))
+    assert noise.estimate_sigma(colour) == pytest.approx(sigma, rel=0.06)
+
+
+def test_a_clean_flat_image_reads_no_noise_and_the_map_holds_the_level():
+    flat = np.full((32, 48, 1), 0.5, np.float32)
+    assert noise.estimate_sigma(flat) == 0.0
+    noisy = noise.add_gaussian_noise(flat, 0.1, np.random.default_rng(0))
+    mapped = noise.with_noise_map(noisy)
+    assert mapped.shape == (32, 48, 2) and mapped.dtype == np.float32
+    np.testing.assert_array_equal(mapped[..., 0], noisy[..., 0])
+    assert np.ptp(mapped[..., 1]) == 0
+    assert mapped[0, 0, 1] == pytest.approx(noise.estimate_sigma(noisy))
+    assert noise.with_noise_map(noisy, 0.2)[5, 5, 1] == pytest.approx(0.2)
+
+
 def test_bad_sigma_is_rejected():
     with pytest.raises(ValueError, match="sigma"):
         noise.add_gaussian_noise(np.zeros((4, 4, 1)), 0.0, np.random.default_rng(0))

@@ -98,6 +98,26 @@ def test_a_blind_model_is_validated_at_each_quarter_of_its_range():
     np.testing.assert_allclose(stds, [0.05, 0.1, 0.15, 0.2], rtol=0.1)
 
 
+def test_a_noise_map_carries_each_patchs_own_level():
+    clean = np.full((64, 16, 16, 1), 0.5, np.float32)
+    config = tiny_config(
+        batch_size=64, augment=False, noise_sigma_range=(0.0, 0.2), noise_map=True
+    )
+    noisy, clean_batch = next(iter(training.make_train_dataset(clean, None, config, 0.1, 0)))
+    noisy, clean_batch = noisy.numpy(), clean_batch.numpy()
+    assert noisy.shape == (64, 16, 16, 2) and clean_batch.shape == (64, 16, 16, 1)
+    levels = noisy[..., 1]
+    # One level per patch, held everywhere, and it is the std of that patch's noise.
+    assert np.ptp(levels, axis=(1, 2)).max() == 0
+    stds = np.std(noisy[..., 0] - clean_batch[..., 0], axis=(1, 2))
+    np.testing.assert_allclose(stds, levels[:, 0, 0], atol=0.03)
+    assert np.corrcoef(stds, levels[:, 0, 0])[0, 1] > 0.97
+    # Validation patches carry their level too.
+    val_noisy, val_clean = training.validation_data(clean[:3], clean[:3], (0.0, 0.2), 0, True)
+    assert val_noisy.shape == (12, 16, 16, 2) and val_clean.shape == (12, 16, 16, 1)
+    np.testing.assert_allclose(val_noisy[::3, 0, 0, 1], [0.05, 0.1, 0.15, 0.2])
+
+
 def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
     clean = smooth_patches(6)
     noisy = clean + 0.25
