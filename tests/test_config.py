@@ -219,7 +219,8 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("classical", "tv_weight_scale", [], "classical.tv_weight_scale must list"),
         ("denoise", "self_ensemble", 3, "denoise.self_ensemble must be one of [1, 2, 4, 8]"),
         ("denoise", "self_ensemble", True, "denoise.self_ensemble must be an integer"),
-        ("denoise", "colour_transform", "yuv", "denoise.colour_transform must be 'opponent'"),
+        ("denoise", "colour_transform", "yuv", "denoise.colour_transform must be one of"),
+        ("denoise", "opponent_weight", 1.5, "denoise.opponent_weight must be in [0, 1]"),
     ],
 )
 def test_bad_params_name_the_key(section, key, value, message):

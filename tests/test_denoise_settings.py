@@ -1,5 +1,6 @@
 """params.yaml's ``denoise`` section: how a grayscale model denoises a colour image (the
-opponent colour space or channel by channel) and the geometric self-ensemble, the same in
+opponent colour space, channel by channel, or a blend of both) and the geometric self-ensemble,
+the same in
 `denoiselab denoise`, the evaluate stage and the served model."""
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(t
         ({"colour_transform": "yuv"}, "denoise.colour_transform: must be one of"),
         ({"self_ensemble": 3}, "denoise.self_ensemble: must be one of 1, 2, 4, 8"),
         ({"self_ensemble": True}, "denoise.self_ensemble: must be one of"),
+        ({"opponent_weight": 1.5}, r"denoise.opponent_weight: must be a number in \[0, 1\]"),
+        ({"opponent_weight": True}, "denoise.opponent_weight: must be a number"),
     ],
 )
 def test_bad_settings_name_the_key(values, message):
@@ -192,6 +195,39 @@ def test_colour_transform_and_self_ensemble_come_from_params_yaml_or_the_options
     assert not (repo / "c").exists()
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_blend_averages_the_opponent_and_per_channel_results_with_the_weight(
+    repo, small_shift_dir, weight
+):
+    pixels = mid_range_rgb(repo / "photo.png")
+    (repo / "params.yaml").write_text(
+        f"denoise:\n  colour_transform: blend\n  opponent_weight: {weight}\n"
+    )
+    assert (
+        run_cli("denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir) == 0
+    )
+    expected = weight * opponent_shifted(pixels, SMALL_SHIFT).astype(float) + (
+        1 - weight
+    ) * shifted(pixels, SMALL_SHIFT).astype(float)
+    np.testing.assert_allclose(read_output(repo / "out" / "photo.png")[1], expected, atol=1.01)
+    # The option wins over params.yaml.
+    command = ["denoise", repo / "photo.png", "-o", repo / "b", "--model", small_shift_dir]
+    assert run_cli(*command, "--opponent-weight", "1") == 0
+    np.testing.assert_allclose(
+        read_output(repo / "b" / "photo.png")[1], opponent_shifted(pixels, SMALL_SHIFT), atol=1
+    )
+
+
+def test_a_bad_opponent_weight_option_is_refused_in_one_line(repo, small_shift_dir, capsys):
+    mid_range_rgb(repo / "photo.png")
+    command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*command, "--opponent-weight", "2")
+    assert stop.value.code == 2
+    assert "--opponent-weight: must be a number in [0, 1], got 2" in capsys.readouterr().err
+    assert not (repo / "out").exists()
+
+
 def test_the_logged_model_serves_with_the_settings_it_was_logged_with(repo, small_shift_dir):
     import mlflow
 
@@ -199,8 +235,10 @@ def test_the_logged_model_serves_with_the_settings_it_was_logged_with(repo, smal
     # Logged for colour images (the signature's channels), as a grayscale champion_rgb is.
     batch = np.random.default_rng(2).uniform(0.4, 0.6, (2, 11, 13, 3)).astype(np.float32)
     denoiser = model_store.load_folder(small_shift_dir)
-    for transform in ("opponent", "per_channel"):
-        settings = denoise.Settings(colour_transform=transform, self_ensemble=2)
+    for transform in ("opponent", "per_channel", "blend"):
+        settings = denoise.Settings(
+            colour_transform=transform, self_ensemble=2, opponent_weight=0.7
+        )
         with tracking.model_run(f"shift-{transform}", "test", {}) as run:
             pass
         uri = serving.log_model_folder(small_shift_dir, 3, run.info.run_id, settings)

@@ -31,10 +31,11 @@ of that kind comes: grayscale images (L, LA, 16-bit gray) to champion (else
 models/unet_tuned), colour images (RGB, RGBA, palette, CMYK) to champion_rgb (else
 models/unet_rgb, else the grayscale champion); stderr names the model of each kind.
 --model uses one model for every image. A grayscale model denoises a colour image plane by
-plane, in the opponent colour space (one luminance, two chrominance planes) or channel by
-channel (--colour-transform); a colour model gets a grayscale image repeated to 3 channels
-and its output converted back to grayscale. --colour-transform and --self-ensemble default
-to the denoise section of the repository's params.yaml, what the evaluate stage scored.
+plane, in the opponent colour space (one luminance, two chrominance planes), channel by
+channel, or both, averaged (--colour-transform); a colour model gets a grayscale image
+repeated to 3 channels and its output converted back to grayscale. --colour-transform,
+--opponent-weight and --self-ensemble default to the denoise section of the repository's
+params.yaml, what the evaluate stage scored.
 Palette and CMYK images come out as RGB. The ICC profile and EXIF orientation carry over.
 Large images are denoised in overlapping tiles, so memory stays bounded.
 Exit status: 0 when every image was written, 1 when any input could not be read or
@@ -129,7 +130,7 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
         if section is not None and not isinstance(section, dict):
             raise UserError(f"{params_file}: denoise: must be a mapping of keys to values")
         values = dict(section or {})
-    for key in ("colour_transform", "self_ensemble"):
+    for key in ("colour_transform", "self_ensemble", "opponent_weight"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     return denoise.Settings.from_mapping(values)
@@ -328,12 +329,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
 def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--colour-transform",
-        choices=("opponent", "per_channel"),
+        choices=("opponent", "per_channel", "blend"),
         help="how a grayscale model denoises a colour image: opponent (luminance and two "
-        "chrominance planes) or per_channel (default: params.yaml's denoise.colour_transform)",
+        "chrominance planes), per_channel, or blend (both, averaged; twice the time) "
+        "(default: params.yaml's denoise.colour_transform)",
+    )
+    command.add_argument(
+        "--opponent-weight",
+        type=_weight,
+        help="with --colour-transform blend, the opponent result's weight in [0, 1] "
+        "(default: params.yaml's denoise.opponent_weight)",
     )
     command.add_argument(
         "--self-ensemble",

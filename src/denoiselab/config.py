@@ -35,7 +35,7 @@ Dataset = Literal["gray", "colour"]
 DATASET_CHANNELS = {"gray": 1, "colour": 3}
 LrSchedule = Literal["constant", "cosine"]
 # How a grayscale model denoises a colour image (see denoiselab.denoise).
-ColourTransform = Literal["opponent", "per_channel"]
+ColourTransform = Literal["opponent", "per_channel", "blend"]
 
 Distribution = Literal["none", "mirrored", "multi_worker"]
 CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
@@ -374,6 +374,9 @@ class DenoiseConfig(Section):
 
     colour_transform: ColourTransform = "opponent"
     self_ensemble: SelfEnsemble = 1
+    # With colour_transform blend: the opponent result's weight (the per-channel one's is the
+    # rest).
+    opponent_weight: Annotated[float, interval(0, 1)] = 0.5
 
 
 class PlotConfig(Section):
