@@ -294,3 +294,45 @@ def test_the_colour_dataset_holds_only_colour_images_and_its_own_split(tmp_path)
         data.prepare(
             folder_config(folder, colour_test_images=("gray0",)), 3, seed=0, colour_only=True
         )
+
+
+def half_flat_images(folder, count, size=(48, 48)):
+    """Images whose left half is one flat gray and right half random texture."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = np.full(size, 90, np.uint8)
+        pixels[:, size[1] // 2 :] = (rng.random((size[0], size[1] - size[1] // 2)) * 255).astype(
+            np.uint8
+        )
+        Image.fromarray(pixels).save(folder / f"img{index:02d}.png")
+    return folder
+
+
+def test_min_patch_std_drops_flat_training_patches_only(tmp_path):
+    folder = half_flat_images(tmp_path / "images", 6)
+    config = folder_config(folder, max_train_patches=100_000)
+    every = data.prepare(config, channels=1, seed=0)
+    flat = every["train"].std(axis=(1, 2, 3)) < 0.02
+    assert flat.any() and not flat.all()
+    assert every["manifest"]["counts"]["flat_train_patches_dropped"] == 0
+
+    config = folder_config(folder, max_train_patches=100_000, min_patch_std=0.02)
+    kept = data.prepare(config, channels=1, seed=0)
+    assert (kept["train"].std(axis=(1, 2, 3)) >= 0.02).all()
+    np.testing.assert_array_equal(kept["train"], every["train"][~flat])
+    assert kept["manifest"]["counts"]["flat_train_patches_dropped"] == int(flat.sum())
+    assert kept["manifest"]["counts"]["train_patches"] == int((~flat).sum())
+    # Validation patches and the whole images are the same as without the filter.
+    np.testing.assert_array_equal(kept["val"], every["val"])
+    assert kept["test"].keys() == every["test"].keys()
+    assert kept["manifest"]["data_hash"] != every["manifest"]["data_hash"]
+
+
+def test_a_min_patch_std_that_drops_every_patch_names_the_key(tmp_path):
+    folder = half_flat_images(tmp_path / "images", 6)
+    with pytest.raises(ValueError) as error:
+        data.prepare(folder_config(folder, min_patch_std=0.5), channels=1, seed=0)
+    message = str(error.value)
+    assert "prepare.min_patch_std 0.5 drops every train patch" in message
+    assert "\n" not in message

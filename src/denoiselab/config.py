@@ -151,6 +151,9 @@ class PrepareConfig(Section):
     stride: Positive = 32
     max_train_patches: Positive = 20000
     max_val_patches: Positive = 512
+    # Training patches whose pixels' standard deviation is below this are dropped: flat patches
+    # (a black surround, an empty sky) teach a denoiser no detail. 0 keeps every patch.
+    min_patch_std: Annotated[float, interval(0, 0.5)] = 0.0
     on_bad_image: Literal["skip", "fail"] = "skip"
 
     @model_validator(mode="after")

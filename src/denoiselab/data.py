@@ -170,15 +170,26 @@ def extract_patches(image: np.ndarray, patch_size: int, stride: int) -> np.ndarr
 
 
 def sample_patches(
-    images: list[np.ndarray], patch_size: int, stride: int, count: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Patches from several images, at most ``count`` of them chosen at random (seeded)."""
+    images: list[np.ndarray],
+    patch_size: int,
+    stride: int,
+    count: int,
+    rng: np.random.Generator,
+    min_std: float = 0.0,
+) -> tuple[np.ndarray, int]:
+    """Patches from several images, at most ``count`` of them chosen at random (seeded), of
+    those whose pixels' standard deviation is at least ``min_std``; and how many patches that
+    dropped as flat."""
     patches = [extract_patches(image, patch_size, stride) for image in images]
     stacked = np.concatenate(patches) if patches else np.zeros((0, patch_size, patch_size, 1))
+    cut = len(stacked)
+    if min_std > 0 and cut:
+        stacked = stacked[stacked.std(axis=(1, 2, 3)) >= min_std]
+    flat = cut - len(stacked)
     if len(stacked) > count:
         keep = np.sort(rng.choice(len(stacked), size=count, replace=False))
         stacked = stacked[keep]
-    return stacked.astype(np.float32)
+    return stacked.astype(np.float32), flat
 
 
 def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool = False) -> dict:
@@ -195,9 +206,20 @@ def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool =
     splits = split_names(sorted(sources.images), config, seed, colour_only)
     rng = np.random.default_rng(seed)
     result: dict = {}
+    flat = 0
     for split, count in (("train", config.max_train_patches), ("val", config.max_val_patches)):
         members = [sources.images[name] for name in splits[split]]
-        patches = sample_patches(members, config.patch_size, config.stride, count, rng)
+        # Only training drops flat patches: validation patches stay a sample of the images.
+        min_std = config.min_patch_std if split == "train" else 0.0
+        patches, dropped = sample_patches(
+            members, config.patch_size, config.stride, count, rng, min_std
+        )
+        if len(patches) == 0 and dropped:
+            raise UserError(
+                f"params.yaml: prepare.min_patch_std {min_std} drops every {split} patch "
+                f"({dropped} flat ones); lower it"
+            )
+        flat += dropped
         if len(patches) == 0:
             raise UserError(
                 f"params.yaml: prepare.patch_size {config.patch_size} is larger than every "
@@ -238,6 +260,7 @@ def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool =
             "val_images": len(splits["val"]),
             "test_images": len(splits["test"]),
             "train_patches": int(len(result["train"])),
+            "flat_train_patches_dropped": int(flat),
             "val_patches": int(len(result["val"])),
             "skipped": len(sources.skipped),
         },
