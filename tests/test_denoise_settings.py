@@ -1,7 +1,6 @@
 """params.yaml's ``denoise`` section: how a grayscale model denoises a colour image (the
 opponent colour space, channel by channel, or a blend of both) and the geometric self-ensemble,
-the same in
-`denoiselab denoise`, the evaluate stage and the served model."""
+the same in `denoiselab denoise`, the evaluate stage and the served model."""
 
 from __future__ import annotations
 

@@ -175,15 +175,15 @@ def colour_by_planes(
     luminance at a third of the noise, the channels see each colour's own detail), so their
     mean beats either, for twice the time.
     """
-    transform = settings.colour_transform
+    shares = {"opponent": 1.0, "per_channel": 0.0}
+    opponent_share = shares.get(settings.colour_transform, settings.opponent_weight)
     result = 0.0
-    if transform in ("opponent", "blend"):
-        opponent = from_opponent(_by_planes(run, to_opponent(image)))
-        weight = settings.opponent_weight if transform == "blend" else 1.0
-        result = result + weight * np.clip(opponent, 0.0, 1.0).astype(np.float64)
-    if transform in ("per_channel", "blend"):
-        weight = 1.0 - settings.opponent_weight if transform == "blend" else 1.0
-        result = result + weight * np.clip(_by_planes(run, image), 0.0, 1.0).astype(np.float64)
+    if opponent_share > 0:
+        opponent = np.clip(from_opponent(_by_planes(run, to_opponent(image))), 0.0, 1.0)
+        result = result + opponent_share * opponent.astype(np.float64)
+    if opponent_share < 1:
+        channels = np.clip(_by_planes(run, image), 0.0, 1.0)
+        result = result + (1.0 - opponent_share) * channels.astype(np.float64)
     return np.clip(result, 0.0, 1.0).astype(np.float32)
 
 
