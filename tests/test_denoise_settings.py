@@ -217,6 +217,51 @@ def test_blend_averages_the_opponent_and_per_channel_results_with_the_weight(
     )
 
 
+@pytest.mark.parametrize(
+    ("transform", "views", "opponent_views", "channel_views"),
+    [
+        ("opponent", 2, [((0, False), (0, True))] * 3, []),
+        ("per_channel", 2, [], [((0, False), (0, True))] * 3),
+        ("blend", 2, [((0, False),)] * 3, [((0, True),)] * 3),
+        ("blend", 4, [((0, False), (2, False))] * 3, [((0, True), (2, True))] * 3),
+        ("blend", 1, [((0, False),)] * 3, [((0, False),)] * 3),
+    ],
+)
+def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
+    transform, views, opponent_views, channel_views
+):
+    """With 2 views, blend runs the model as often as opponent does: the opponent planes take
+    the image as it is, R, G and B its mirror image."""
+    image = np.random.default_rng(3).uniform(0.2, 0.8, (6, 5, 3)).astype(np.float32)
+    opponent_planes = {denoise.to_opponent(image)[..., k].tobytes() for k in range(3)}
+    runs = {"opponent": [], "channels": []}
+
+    def run(values, geometries):
+        basis = "opponent" if values[..., 0].tobytes() in opponent_planes else "channels"
+        runs[basis].append(tuple(geometries))
+        return values
+
+    settings = denoise.Settings(transform, self_ensemble=views, opponent_weight=0.6)
+    result = denoise.colour_by_planes(run, image, settings)
+    assert runs == {"opponent": opponent_views, "channels": channel_views}
+    np.testing.assert_allclose(result, image, atol=1e-6)
+
+
+def test_an_opponent_weight_without_blend_is_warned_about(repo, small_shift_dir, capsys):
+    pixels = mid_range_rgb(repo / "photo.png")
+    command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
+    assert run_cli(*command, "--colour-transform", "opponent", "--opponent-weight", "0.3") == 0
+    assert (
+        "warning: --opponent-weight has no effect with colour transform opponent; "
+        "add --colour-transform blend" in capsys.readouterr().err
+    )
+    np.testing.assert_allclose(
+        read_output(repo / "out" / "photo.png")[1], opponent_shifted(pixels, SMALL_SHIFT), atol=1
+    )
+    assert run_cli(*command, "--colour-transform", "blend", "--opponent-weight", "0.3") == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_bad_opponent_weight_option_is_refused_in_one_line(repo, small_shift_dir, capsys):
     mid_range_rgb(repo / "photo.png")
     command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]

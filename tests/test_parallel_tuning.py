@@ -378,9 +378,7 @@ def test_a_trial_of_a_killed_worker_is_failed_and_retried_by_the_next_worker(tmp
     assert retry.state == TrialState.WAITING and retry.params == killed.params
     assert studies.count_finished(study) == 0  # the retry takes the killed trial's place
 
-    study.optimize(
-        lambda trial: trial.suggest_int("x", 0, 1000), callbacks=[studies.StopWhenFull(1)]
-    )
+    tuning.optimize_shared(study, lambda trial: trial.suggest_int("x", 0, 1000), 5, n_trials=1)
     assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].value == killed.params["x"]
     assert studies.count_finished(study) == 1
@@ -396,3 +394,32 @@ def test_a_new_study_tries_every_depth_of_the_search_first():
     tuning.enqueue_every_depth(study, tune)  # a second process finds them queued
     study.optimize(lambda trial: float(tuning.suggest(trial, tune)["depth"]), n_trials=3)
     assert sorted(trial.params["depth"] for trial in study.trials) == [2, 3, 4]
+
+
+def test_a_trial_another_worker_finished_first_does_not_stop_this_one(tmp_path, capsys):
+    """Two workers on one sqlite study can pop the same queued trial; the one that finishes it
+    second cannot record it, and goes on with the next trial instead of failing."""
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    ran = []
+
+    def objective(trial):
+        x = trial.suggest_int("x", 0, 1000)
+        if not ran:  # the other worker records this trial while this one still runs it
+            storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [-1.0])
+        ran.append(trial.number)
+        return float(x)
+
+    tuning.optimize_shared(study, objective, 5, n_trials=3)
+    assert ran == [0, 1, 2]
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.trials[0].value == -1.0  # the first worker's result stands
+    assert "finished by another process" in capsys.readouterr().out
+
+
+def test_a_search_of_one_depth_queues_no_trial():
+    tune = config.parse_params(tiny_params()).tune_unet
+    assert list(tune.search.depth) == [2]
+    study = optuna.create_study(direction="maximize")
+    tuning.enqueue_every_depth(study, tune)
+    assert study.trials == []

@@ -133,7 +133,14 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
     for key in ("colour_transform", "self_ensemble", "opponent_weight"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    return denoise.Settings.from_mapping(values)
+    settings = denoise.Settings.from_mapping(values)
+    if args.opponent_weight is not None and settings.colour_transform != "blend":
+        print(
+            f"warning: --opponent-weight has no effect with colour transform "
+            f"{settings.colour_transform}; add --colour-transform blend",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _image_channels(pixels: np.ndarray) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,8 +45,9 @@ class Settings:
     """How a model denoises: ``colour_transform`` (how a grayscale model denoises a colour
     image, one of COLOUR_TRANSFORMS), ``opponent_weight`` (with ``blend``, the opponent
     result's weight in [0, 1]; the per-channel one gets the rest) and ``self_ensemble`` (how
-    many of GEOMETRIES are averaged, one of SELF_ENSEMBLES). params.yaml's ``denoise`` section
-    holds them."""
+    many of GEOMETRIES are averaged, one of SELF_ENSEMBLES; ``blend`` shares them between its
+    two colour bases, see :func:`colour_by_planes`). params.yaml's ``denoise`` section holds
+    them."""
 
     colour_transform: str = "opponent"
     self_ensemble: int = 1
@@ -103,17 +104,19 @@ def _undo_geometry(image: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
 
 
 def self_ensemble(
-    run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, size: int
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    geometries: Sequence[tuple[int, bool]] = GEOMETRIES[:1],
 ) -> np.ndarray:
-    """The mean of ``run`` over the first ``size`` of GEOMETRIES of an HWC image, each output
-    turned back: ``size`` times the work, for a few hundredths to tenths of a dB."""
-    if size == 1:
+    """The mean of ``run`` over ``geometries`` (items of GEOMETRIES) of an HWC image, each
+    output turned back: as many times the work, for a few hundredths to tenths of a dB."""
+    if tuple(geometries) == GEOMETRIES[:1]:
         return run(image)
     total = 0.0
-    for turns, mirrored in GEOMETRIES[:size]:
+    for turns, mirrored in geometries:
         output = run(np.ascontiguousarray(_geometry(image, turns, mirrored)))
         total = total + _undo_geometry(output, turns, mirrored).astype(np.float64)
-    return (total / size).astype(np.float32)
+    return (total / len(geometries)).astype(np.float32)
 
 
 def denoise_values(
@@ -130,8 +133,9 @@ def denoise_values(
     ``settings.opponent_weight`` (``blend``), as ``settings.colour_transform`` says. A
     colour model gets a grayscale image repeated to 3 channels and its output converted back
     with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
-    rotations. A model that takes a noise level map gets, with each plane or image it
-    denoises, the level estimated from that plane or image (:func:`noise.estimate_sigma`).
+    rotations (``blend`` shares them between its two colour bases). A model that takes a noise
+    level map gets, with each plane or image it denoises, the level estimated from that plane
+    or image (:func:`noise.estimate_sigma`).
     """
     multiple = 2**denoiser.depth
     tiled = functools.partial(
@@ -142,20 +146,24 @@ def denoise_values(
         margin=inference.tile_margin(denoiser.depth),
     )
 
-    def run(values: np.ndarray) -> np.ndarray:
+    def run(
+        values: np.ndarray, geometries: Sequence[tuple[int, bool]] = GEOMETRIES[:1]
+    ) -> np.ndarray:
         if denoiser.noise_map:
             values = noise.with_noise_map(values)
-        return self_ensemble(tiled, values, settings.self_ensemble)
+        return self_ensemble(tiled, values, geometries)
 
+    views = GEOMETRIES[: settings.self_ensemble]
     if denoiser.channels == 1:
         if image.shape[-1] == 1:
-            return run(image)
+            return run(image, views)
         return colour_by_planes(run, image, settings)
     if image.shape[-1] == 1:
         from skimage import color
 
-        return color.rgb2gray(run(np.repeat(image, 3, axis=-1))).astype(np.float32)[..., None]
-    return run(image)
+        rgb = run(np.repeat(image, 3, axis=-1), views)
+        return color.rgb2gray(rgb).astype(np.float32)[..., None]
+    return run(image, views)
 
 
 def _by_planes(run: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
@@ -165,24 +173,36 @@ def _by_planes(run: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> n
 
 
 def colour_by_planes(
-    run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, settings: Settings
+    run: Callable[[np.ndarray, Sequence[tuple[int, bool]]], np.ndarray],
+    image: np.ndarray,
+    settings: Settings,
 ) -> np.ndarray:
     """An HWC RGB image denoised plane by plane by ``run`` (a grayscale denoiser of HW1
-    images), in the colour space ``settings.colour_transform`` names; clipped to [0, 1].
+    images, averaged over the geometries it is given), in the colour space
+    ``settings.colour_transform`` names; clipped to [0, 1].
 
     ``blend`` runs both and averages them, the opponent result weighted by
     ``settings.opponent_weight``: the two make different errors (the opponent planes see the
     luminance at a third of the noise, the channels see each colour's own detail), so their
-    mean beats either, for twice the time.
+    mean beats either. The ``settings.self_ensemble`` views are shared between the two: the
+    opponent planes take the first, third, ... of them, R, G and B the second, fourth, ... (with
+    one view, both take it). So with 2 views ``blend`` costs what ``opponent`` costs.
     """
     shares = {"opponent": 1.0, "per_channel": 0.0}
     opponent_share = shares.get(settings.colour_transform, settings.opponent_weight)
+    views = GEOMETRIES[: settings.self_ensemble]
+    opponent_views, channel_views = views, views
+    if 0 < opponent_share < 1:
+        opponent_views, channel_views = views[0::2], views[1::2] or views
     result = 0.0
     if opponent_share > 0:
-        opponent = np.clip(from_opponent(_by_planes(run, to_opponent(image))), 0.0, 1.0)
+        planes = _by_planes(functools.partial(run, geometries=opponent_views), to_opponent(image))
+        opponent = np.clip(from_opponent(planes), 0.0, 1.0)
         result = result + opponent_share * opponent.astype(np.float64)
     if opponent_share < 1:
-        channels = np.clip(_by_planes(run, image), 0.0, 1.0)
+        channels = np.clip(
+            _by_planes(functools.partial(run, geometries=channel_views), image), 0.0, 1.0
+        )
         result = result + (1.0 - opponent_share) * channels.astype(np.float64)
     return np.clip(result, 0.0, 1.0).astype(np.float32)
 

@@ -190,15 +190,3 @@ def count_finished(study: optuna.Study) -> int:
         and not (trial.state == TrialState.FAIL and trial.number in retried)
         for trial in trials
     )
-
-
-class StopWhenFull:
-    """A study.optimize callback that stops once the study holds ``n_trials`` finished trials
-    (as :func:`count_finished` counts them), whichever process ran them."""
-
-    def __init__(self, n_trials: int):
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if count_finished(study) >= self.n_trials:
-            study.stop()

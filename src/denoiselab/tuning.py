@@ -153,8 +153,11 @@ def suggest(trial: optuna.Trial, tune: TuneConfig) -> dict:
 def enqueue_every_depth(study: optuna.Study, tune: TuneConfig) -> None:
     """Makes a new study's first trials take each depth of the search in turn (their other keys
     drawn as usual): a seeded sampler's first, random draws may miss a choice altogether (depth
-    3 was never drawn in 5 trials), and the depths differ most in what they cost and score."""
-    if study.trials:
+    3 was never drawn in 5 trials), and the depths differ most in what they cost and score.
+
+    A search of one depth enqueues nothing: every trial takes it anyway, and a queued trial is
+    what two processes on one sqlite study can both pop (:func:`optimize_shared`)."""
+    if study.trials or len(tune.search.depth) < 2:
         return
     for depth in tune.search.depth[: tune.n_trials]:
         study.enqueue_trial({"depth": depth}, skip_if_exists=True)
@@ -334,10 +337,7 @@ def run_trials(
         )
         return ran
     enqueue_every_depth(study, tune)
-    stop_when_full = studies.StopWhenFull(tune.n_trials)
-    study.optimize(
-        objective, n_trials=todo, catch=(NonFiniteLossError,), callbacks=[stop_when_full]
-    )
+    optimize_shared(study, objective, todo, tune.n_trials)
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
         print(f"{running} trials of other processes still running; not waiting for them")
@@ -370,6 +370,26 @@ def work(
             weights_folder(root, study.study_name),
             max_trials,
         )
+
+
+def optimize_shared(study: optuna.Study, objective, todo: int, n_trials: int) -> None:
+    """Runs at most ``todo`` trials of ``objective`` in this process, stopping once the study
+    holds ``n_trials`` finished ones, in a study other processes run trials of too.
+
+    Two processes on one sqlite study can pop the same queued trial (Optuna reads its state and
+    marks it RUNNING in two steps); the second to finish it cannot record its result ("Cannot
+    tell a COMPLETE trial"). The trial is recorded already, so this process goes on with the
+    next one instead of failing the stage.
+    """
+    for _ in range(todo):
+        if studies.count_finished(study) >= n_trials:
+            return
+        try:
+            study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,))
+        except ValueError as error:
+            if not str(error).startswith("Cannot tell a "):
+                raise
+            print(f"a trial was finished by another process ({error}); going on", flush=True)
 
 
 def trial_weights(trial: FrozenTrial, folder: Path) -> list[np.ndarray] | None:
