@@ -101,6 +101,11 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_datase
     assert tags["champion.val_psnr"] == f"{gray_val['cae']:.4f}"
     assert tags["champion.val_levels"] == "0.05,0.1,0.2"
     assert tags["champion.data_hash"] == "tiny-gray" and tags["channels"] == "1"
+    # It competed with the denoise settings of params.yaml, which the logged model serves with.
+    settings = yaml.safe_load((repo / "params.yaml").read_text())["denoise"]
+    assert tags["champion.denoise"] == registry.settings_tag(
+        denoise.Settings.from_mapping(settings).as_dict()
+    )
     # The test scores tagged are the reference level's, as in the first table.
     assert float(tags["psnr"]) == summary["cae"]["psnr"]
     # Every model competes for the colour champion on the colour validation images: the gray

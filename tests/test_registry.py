@@ -30,6 +30,7 @@ def candidate(
     channels=1,
     val_levels="0.05,0.1,0.15,0.2",
     alias="",
+    settings="",
 ) -> registry.Candidate:
     """Logs the tiny model folder as a new run's model; returns it as a candidate."""
     with tracking.model_run(name, "test", {}) as run:
@@ -44,6 +45,7 @@ def candidate(
         channels=channels,
         val_levels=val_levels,
         alias=alias,
+        denoise=settings,
     )
 
 
@@ -166,6 +168,25 @@ def test_a_score_over_other_noise_levels_never_competes(store):
     worse = candidate(store, "unet", val_psnr=29.0, test_psnr=33.0)
     registry.register_and_crown([worse])
     assert champion_tags()["run_id"] == blind.run_id
+
+
+def test_a_score_with_other_denoise_settings_never_competes(store):
+    """A champion scored with a slower self-ensemble scores higher, but params.yaml now says
+    otherwise: the alias goes to the best version scored (and served) with today's settings."""
+    four_views = registry.settings_tag(denoise.Settings(self_ensemble=4).as_dict())
+    two_views = registry.settings_tag(denoise.Settings(self_ensemble=2).as_dict())
+    assert two_views == "colour_transform=opponent,opponent_weight=0.5,self_ensemble=2"
+    slow = candidate(store, "unet_tuned", val_psnr=31.0, test_psnr=31.0, settings=four_views)
+    registry.register_and_crown([slow])
+    fast = candidate(store, "unet_tuned", val_psnr=30.9, test_psnr=30.9, settings=two_views)
+    [crowning] = registry.register_and_crown([fast])
+    assert crowning.changed and "other denoise settings" in crowning.reason
+    assert champion_tags()["run_id"] == fast.run_id
+    assert champion_tags()["champion.denoise"] == two_views
+    # With the same settings, a worse version does not take it.
+    worse = candidate(store, "unet", val_psnr=30.5, test_psnr=33.0, settings=two_views)
+    registry.register_and_crown([worse])
+    assert champion_tags()["run_id"] == fast.run_id
 
 
 def test_alias_cache_follows_the_registry(store):

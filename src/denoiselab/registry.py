@@ -4,11 +4,12 @@ Every call into MLflow's registry goes through this module. The champions are ch
 validation images, never on the test split: ``champion`` is the model for grayscale images,
 ``champion_rgb`` the one for colour images. Each points at the version with the best
 validation PSNR on its own kind of images (``<alias>.val_psnr``, the mean PSNR over the
-validation noise levels ``<alias>.val_levels`` on the prepared data ``<alias>.data_hash``),
-among the versions scored the same way. Any model may compete for either alias: a grayscale
-model denoises a colour image plane by plane (see ``denoiselab.denoise``), a colour model a
-grayscale image repeated over three channels, exactly as ``denoiselab denoise`` runs them.
-Test scores are tags to read, never used to choose.
+validation noise levels ``<alias>.val_levels`` on the prepared data ``<alias>.data_hash``,
+denoising with the settings ``<alias>.denoise``), among the versions scored the same way. Any
+model may compete for either alias: a grayscale model denoises a colour image plane by plane
+(see ``denoiselab.denoise``), a colour model a grayscale image repeated over three channels,
+exactly as ``denoiselab denoise`` runs them. Test scores are tags to read, never used to
+choose.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Candidate:
     ``data_hash``) over the noise levels ``val_levels`` (e.g. ``0.05,0.1,0.15,0.2``), the one
     number the champion is chosen by; ``test_scores`` (mean psnr and ssim on the test images
     of the model's own kind) are only reported. ``channels`` are the model's; ``alias``, the
-    champion it competes for, defaults to the one of its channels.
+    champion it competes for, defaults to the one of its channels. ``denoise`` names the
+    denoise settings it was scored and logged with (:func:`settings_tag`).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Candidate:
     channels: int
     val_levels: str
     alias: str = ""
+    denoise: str = ""
 
     def __post_init__(self):
         if not self.alias:
@@ -93,15 +96,17 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
     per logged model, however many aliases it competes for: a run's model logged again with
     other ``denoise`` settings is a new version, so an alias always serves what was scored),
     tags it with its channels, test scores
-    and, per alias, the validation score, data hash and levels it competes with, points the
-    alias of its name (``cae``, ...) at it, and then settles each champion alias among the
-    candidates.
+    and, per alias, the validation score, data hash, levels and denoise settings it competes
+    with, points the alias of its name (``cae``, ...) at it, and then settles each champion
+    alias among the candidates.
 
     A version takes a champion alias only when its validation PSNR beats the current
     champion's (champion/challenger; a tie keeps the champion), so a worse experiment never
     does. When the current champion was scored on other validation data (the prepared data
-    changed) or at other noise levels, the two scores cannot be compared; the current data
-    and levels define the task, so the alias goes to the best version scored that way.
+    changed), at other noise levels or with other denoise settings, the two scores cannot be
+    compared; the current data, levels and settings define the task, so the alias goes to the
+    best version scored that way (and the served champion computes what ``denoiselab
+    denoise`` does with params.yaml's settings).
     """
     import mlflow
 
@@ -132,12 +137,14 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
             f"{candidate.alias}.val_psnr": f"{candidate.val_psnr:.4f}",
             f"{candidate.alias}.data_hash": candidate.data_hash,
             f"{candidate.alias}.val_levels": candidate.val_levels,
+            f"{candidate.alias}.denoise": candidate.denoise,
         }
         for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
         client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
     kinds = dict.fromkeys(
-        (candidate.alias, candidate.data_hash, candidate.val_levels) for candidate in candidates
+        (candidate.alias, candidate.data_hash, candidate.val_levels, candidate.denoise)
+        for candidate in candidates
     )
     crownings = [_crown(client, *kind) for kind in kinds]
     write_alias_cache()
@@ -153,15 +160,22 @@ def _score(version, alias: str) -> float:
     return float(version.tags[val_psnr_tag(alias)])
 
 
-def _crown(client, alias: str, data_hash: str, val_levels: str) -> Crowning:
+def settings_tag(settings: dict) -> str:
+    """The ``<alias>.denoise`` tag of a ``denoise`` settings mapping, e.g.
+    ``colour_transform=opponent,opponent_weight=0.7,self_ensemble=2``."""
+    return ",".join(f"{key}={settings[key]}" for key in sorted(settings))
+
+
+def _crown(client, alias: str, data_hash: str, val_levels: str, denoise: str) -> Crowning:
     """Settles ``alias`` among the versions scored for it on ``data_hash`` over
-    ``val_levels``."""
+    ``val_levels`` with the denoise settings ``denoise``."""
     versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
     kind = [
         version
         for version in versions
         if version.tags.get(f"{alias}.data_hash") == data_hash
         and version.tags.get(f"{alias}.val_levels") == val_levels
+        and version.tags.get(f"{alias}.denoise", "") == denoise
         and val_psnr_tag(alias) in version.tags
     ]
     best = max(kind, key=lambda version: (_score(version, alias), int(version.version)))
@@ -175,8 +189,8 @@ def _crown(client, alias: str, data_hash: str, val_levels: str) -> Crowning:
         reason = f"beats version {current.version} on validation"
     elif current is not None:
         reason = (
-            f"version {current.version} was scored on other validation data or at other "
-            f"noise levels"
+            f"version {current.version} was scored on other validation data, at other "
+            f"noise levels or with other denoise settings"
         )
     else:
         reason = "first champion of its kind"
