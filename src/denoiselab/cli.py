@@ -351,7 +351,8 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
         "--colour-transform",
         choices=("opponent", "per_channel", "blend"),
         help="how a grayscale model denoises a colour image: opponent (luminance and two "
-        "chrominance planes), per_channel, or blend (both, averaged; twice the time) "
+        "chrominance planes), per_channel, or blend (both, averaged, sharing the "
+        "--self-ensemble views) "
         "(default: params.yaml's denoise.colour_transform)",
     )
     command.add_argument(
