@@ -104,7 +104,7 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_datase
     # It competed with the denoise settings of params.yaml, which the logged model serves with.
     settings = yaml.safe_load((repo / "params.yaml").read_text())["denoise"]
     assert tags["champion.denoise"] == registry.settings_tag(
-        denoise.Settings.from_mapping(settings).as_dict()
+        denoise.Settings.from_mapping(settings).in_effect()
     )
     # The test scores tagged are the reference level's, as in the first table.
     assert float(tags["psnr"]) == summary["cae"]["psnr"]

@@ -173,9 +173,16 @@ def test_a_score_over_other_noise_levels_never_competes(store):
 def test_a_score_with_other_denoise_settings_never_competes(store):
     """A champion scored with a slower self-ensemble scores higher, but params.yaml now says
     otherwise: the alias goes to the best version scored (and served) with today's settings."""
-    four_views = registry.settings_tag(denoise.Settings(self_ensemble=4).as_dict())
-    two_views = registry.settings_tag(denoise.Settings(self_ensemble=2).as_dict())
-    assert two_views == "colour_transform=opponent,opponent_weight=0.5,self_ensemble=2"
+    four_views = registry.settings_tag(denoise.Settings(self_ensemble=4).in_effect())
+    two_views = registry.settings_tag(denoise.Settings(self_ensemble=2).in_effect())
+    assert two_views == "colour_transform=opponent,self_ensemble=2"
+    # The blend's weight is part of the settings only with the blend.
+    same = denoise.Settings(self_ensemble=2, opponent_weight=0.9).in_effect()
+    assert registry.settings_tag(same) == two_views
+    blend = denoise.Settings("blend", self_ensemble=2, opponent_weight=0.9).in_effect()
+    assert registry.settings_tag(blend) == (
+        "colour_transform=blend,opponent_weight=0.9,self_ensemble=2"
+    )
     slow = candidate(store, "unet_tuned", val_psnr=31.0, test_psnr=31.0, settings=four_views)
     registry.register_and_crown([slow])
     fast = candidate(store, "unet_tuned", val_psnr=30.9, test_psnr=30.9, settings=two_views)

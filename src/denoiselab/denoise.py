@@ -79,6 +79,14 @@ class Settings:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def in_effect(self) -> dict:
+        """The settings that change what a model computes: ``opponent_weight`` only with
+        ``blend``."""
+        values = self.as_dict()
+        if self.colour_transform != "blend":
+            del values["opponent_weight"]
+        return values
+
 
 DEFAULT_SETTINGS = Settings()
 

@@ -151,7 +151,7 @@ def evaluate(
                 channels=datasets[entry.dataset].channels,
                 val_levels=levels_tag(sweeps[dataset]),
                 alias=registry.champion_alias(images.channels),
-                denoise=registry.settings_tag(settings.as_dict()),
+                denoise=registry.settings_tag(settings.in_effect()),
             )
             for name, entry in catalogue.MODELS.items()
             for dataset, images in datasets.items()

@@ -161,8 +161,9 @@ def _score(version, alias: str) -> float:
 
 
 def settings_tag(settings: dict) -> str:
-    """The ``<alias>.denoise`` tag of a ``denoise`` settings mapping, e.g.
-    ``colour_transform=opponent,opponent_weight=0.7,self_ensemble=2``."""
+    """The ``<alias>.denoise`` tag of a ``denoise`` settings mapping (those in effect,
+    :meth:`denoiselab.denoise.Settings.in_effect`), e.g.
+    ``colour_transform=opponent,self_ensemble=2``."""
     return ",".join(f"{key}={settings[key]}" for key in sorted(settings))
 
 
