@@ -134,7 +134,7 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = denoise.Settings.from_mapping(values)
-    if args.opponent_weight is not None and settings.colour_transform != "blend":
+    if args.opponent_weight is not None and "opponent_weight" not in settings.in_effect():
         print(
             f"warning: --opponent-weight has no effect with colour transform "
             f"{settings.colour_transform}; add --colour-transform blend",

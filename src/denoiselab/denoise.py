@@ -79,6 +79,11 @@ class Settings:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def views(self) -> tuple[tuple[int, bool], ...]:
+        """The GEOMETRIES the self-ensemble averages over."""
+        return GEOMETRIES[: self.self_ensemble]
+
     def in_effect(self) -> dict:
         """The settings that change what a model computes: ``opponent_weight`` only with
         ``blend``."""
@@ -114,7 +119,7 @@ def _undo_geometry(image: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
 def self_ensemble(
     run: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
-    geometries: Sequence[tuple[int, bool]] = GEOMETRIES[:1],
+    geometries: Sequence[tuple[int, bool]],
 ) -> np.ndarray:
     """The mean of ``run`` over ``geometries`` (items of GEOMETRIES) of an HWC image, each
     output turned back: as many times the work, for a few hundredths to tenths of a dB."""
@@ -154,14 +159,12 @@ def denoise_values(
         margin=inference.tile_margin(denoiser.depth),
     )
 
-    def run(
-        values: np.ndarray, geometries: Sequence[tuple[int, bool]] = GEOMETRIES[:1]
-    ) -> np.ndarray:
+    def run(values: np.ndarray, geometries: Sequence[tuple[int, bool]]) -> np.ndarray:
         if denoiser.noise_map:
             values = noise.with_noise_map(values)
         return self_ensemble(tiled, values, geometries)
 
-    views = GEOMETRIES[: settings.self_ensemble]
+    views = settings.views
     if denoiser.channels == 1:
         if image.shape[-1] == 1:
             return run(image, views)
@@ -198,7 +201,7 @@ def colour_by_planes(
     """
     shares = {"opponent": 1.0, "per_channel": 0.0}
     opponent_share = shares.get(settings.colour_transform, settings.opponent_weight)
-    views = GEOMETRIES[: settings.self_ensemble]
+    views = settings.views
     opponent_views, channel_views = views, views
     if 0 < opponent_share < 1:
         opponent_views, channel_views = views[0::2], views[1::2] or views
