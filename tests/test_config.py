@@ -72,9 +72,9 @@ TUNE = {
     "trial_budget_s": 55.0,
     "search": {
         "learning_rate": [0.0005, 0.004],
-        "base_filters": [16, 24, 32],
+        "base_filters": [16],
         "depth": [2],
-        "batch_size": [16, 32],
+        "batch_size": [8],
         "loss": ["mse", "l1"],
         "batch_norm": [False],
     },
