@@ -40,6 +40,10 @@ GEOMETRIES = (
 )
 
 
+# The colour transforms whose opponent share is fixed, so that opponent_weight does nothing.
+_FIXED_OPPONENT_SHARES = {"opponent": 1.0, "per_channel": 0.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How a model denoises: ``colour_transform`` (how a grayscale model denoises a colour
@@ -84,11 +88,17 @@ class Settings:
         """The GEOMETRIES the self-ensemble averages over."""
         return GEOMETRIES[: self.self_ensemble]
 
+    @property
+    def opponent_share(self) -> float:
+        """The opponent result's weight in a colour image: 1 with ``opponent``, 0 with
+        ``per_channel``, ``opponent_weight`` with ``blend``."""
+        return _FIXED_OPPONENT_SHARES.get(self.colour_transform, self.opponent_weight)
+
     def in_effect(self) -> dict:
-        """The settings that change what a model computes: ``opponent_weight`` only with
-        ``blend``."""
+        """The settings that change what a model computes: ``opponent_weight`` only where it
+        is the opponent share (``blend``)."""
         values = self.as_dict()
-        if self.colour_transform != "blend":
+        if self.colour_transform in _FIXED_OPPONENT_SHARES:
             del values["opponent_weight"]
         return values
 
@@ -199,8 +209,7 @@ def colour_by_planes(
     opponent planes take the first, third, ... of them, R, G and B the second, fourth, ... (with
     one view, both take it). So with 2 views ``blend`` costs what ``opponent`` costs.
     """
-    shares = {"opponent": 1.0, "per_channel": 0.0}
-    opponent_share = shares.get(settings.colour_transform, settings.opponent_weight)
+    opponent_share = settings.opponent_share
     views = settings.views
     opponent_views, channel_views = views, views
     if 0 < opponent_share < 1:
