@@ -211,6 +211,7 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("prepare", "source", "web", "prepare.source must be 'builtin' or 'folder'"),
         ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
         ("prepare", "min_patch_std", 0.7, "prepare.min_patch_std must be in [0, 0.5]"),
+        ("prepare", "max_patches_per_image", 0, "prepare.max_patches_per_image"),
         ("tune_unet.search", "loss", ["mse", "ssim"], "tune_unet.search.loss[1] must be one of"),
         ("tune_unet.search", "loss", ["mse", "bce"], "tune_unet.search.loss may not hold 'bce'"),
         ("tune_unet.search", "learning_rate", [0.1, 0.01], "tune_unet.search.learning_rate"),

@@ -336,3 +336,30 @@ def test_a_min_patch_std_that_drops_every_patch_names_the_key(tmp_path):
     message = str(error.value)
     assert "prepare.min_patch_std 0.5 drops every train patch" in message
     assert "\n" not in message
+
+
+def test_max_patches_per_image_caps_each_large_images_share_of_training(tmp_path):
+    # One large image would otherwise give most of the training patches.
+    folder = banded_images(tmp_path / "images", 6)
+    rng = np.random.default_rng(1)
+    large = (50 + rng.integers(0, 10, (96, 96))).astype(np.uint8)  # image 5's values, larger
+    Image.fromarray(large).save(folder / "img05.png")
+    overrides = dict(test_images=("img00",), val_images=("img01",), max_train_patches=100_000)
+
+    def per_image(result):
+        first = np.round(result["train"][:, 0, 0, 0] * 255).astype(int) // 10
+        return np.bincount(first, minlength=6)
+
+    every = data.prepare(folder_config(folder, **overrides), channels=1, seed=0)
+    assert per_image(every)[5] == 121 and per_image(every)[2] == 20
+    assert every["manifest"]["counts"]["train_patches_over_image_cap"] == 0
+
+    capped = data.prepare(
+        folder_config(folder, max_patches_per_image=30, **overrides), channels=1, seed=0
+    )
+    assert per_image(capped).tolist() == [0, 0, 20, 20, 20, 30]
+    assert capped["manifest"]["counts"]["train_patches_over_image_cap"] == 91
+    # The large image's patches are a sample of its own, not copies; validation is untouched.
+    assert len(np.unique(capped["train"].reshape(len(capped["train"]), -1), axis=0)) == 90
+    np.testing.assert_array_equal(capped["val"], every["val"])
+    assert capped["manifest"]["data_hash"] != every["manifest"]["data_hash"]

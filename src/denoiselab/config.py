@@ -154,6 +154,9 @@ class PrepareConfig(Section):
     # Training patches whose pixels' standard deviation is below this are dropped: flat patches
     # (a black surround, an empty sky) teach a denoiser no detail. 0 keeps every patch.
     min_patch_std: Annotated[float, interval(0, 0.5)] = 0.0
+    # At most this many training patches from any one image (a seeded sample of its grid), so
+    # that one large image does not fill the training set; None keeps every patch.
+    max_patches_per_image: Positive | None = None
     on_bad_image: Literal["skip", "fail"] = "skip"
 
     @model_validator(mode="after")

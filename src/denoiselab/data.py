@@ -176,20 +176,28 @@ def sample_patches(
     count: int,
     rng: np.random.Generator,
     min_std: float = 0.0,
-) -> tuple[np.ndarray, int]:
+    per_image: int | None = None,
+) -> tuple[np.ndarray, int, int]:
     """Patches from several images, at most ``count`` of them chosen at random (seeded), of
-    those whose pixels' standard deviation is at least ``min_std``; and how many patches that
-    dropped as flat."""
-    patches = [extract_patches(image, patch_size, stride) for image in images]
+    those whose pixels' standard deviation is at least ``min_std``, with at most ``per_image``
+    from any one image; and how many patches that dropped as flat and over ``per_image``."""
+    patches = []
+    flat = capped = 0
+    for image in images:
+        cut = extract_patches(image, patch_size, stride)
+        if min_std > 0 and len(cut):
+            kept = cut[cut.std(axis=(1, 2, 3)) >= min_std]
+            flat += len(cut) - len(kept)
+            cut = kept
+        if per_image is not None and len(cut) > per_image:
+            capped += len(cut) - per_image
+            cut = cut[np.sort(rng.choice(len(cut), size=per_image, replace=False))]
+        patches.append(cut)
     stacked = np.concatenate(patches) if patches else np.zeros((0, patch_size, patch_size, 1))
-    cut = len(stacked)
-    if min_std > 0 and cut:
-        stacked = stacked[stacked.std(axis=(1, 2, 3)) >= min_std]
-    flat = cut - len(stacked)
     if len(stacked) > count:
         keep = np.sort(rng.choice(len(stacked), size=count, replace=False))
         stacked = stacked[keep]
-    return stacked.astype(np.float32), flat
+    return stacked.astype(np.float32), flat, capped
 
 
 def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool = False) -> dict:
@@ -206,14 +214,18 @@ def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool =
     splits = split_names(sorted(sources.images), config, seed, colour_only)
     rng = np.random.default_rng(seed)
     result: dict = {}
-    flat = 0
+    flat = capped = 0
     for split, count in (("train", config.max_train_patches), ("val", config.max_val_patches)):
         members = [sources.images[name] for name in splits[split]]
-        # Only training drops flat patches: validation patches stay a sample of the images.
-        min_std = config.min_patch_std if split == "train" else 0.0
-        patches, dropped = sample_patches(
-            members, config.patch_size, config.stride, count, rng, min_std
+        # Only training drops flat patches and caps each image's share: validation patches
+        # stay a sample of the images.
+        training = split == "train"
+        min_std = config.min_patch_std if training else 0.0
+        per_image = config.max_patches_per_image if training else None
+        patches, dropped, over = sample_patches(
+            members, config.patch_size, config.stride, count, rng, min_std, per_image
         )
+        capped += over
         if len(patches) == 0 and dropped:
             raise UserError(
                 f"params.yaml: prepare.min_patch_std {min_std} drops every {split} patch "
@@ -261,6 +273,7 @@ def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool =
             "test_images": len(splits["test"]),
             "train_patches": int(len(result["train"])),
             "flat_train_patches_dropped": int(flat),
+            "train_patches_over_image_cap": int(capped),
             "val_patches": int(len(result["val"])),
             "skipped": len(sources.skipped),
         },
