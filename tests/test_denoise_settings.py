@@ -92,7 +92,7 @@ def test_self_ensemble_of_a_trained_like_model_keeps_shape_and_range_and_average
 
 
 def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(tmp_path):
-    from denoiselab import inference, noise
+    from denoiselab import inference, noise, noise_level
 
     keras.utils.set_random_seed(0)
     config = ModelConfig(model="unet", base_filters=4, depth=2, bias=False, noise_map=True)
@@ -104,7 +104,7 @@ def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(t
     image = noise.add_gaussian_noise(np.full((40, 52, 1), 0.5), 0.1, rng)
     # What denoise computes is the network given the image and the level estimated from it,
     # through onnxruntime here, in tiles (of 16, with the margins the model needs) or whole.
-    mapped = noise.with_noise_map(image, noise.estimate_sigma(image))
+    mapped = noise_level.with_estimated_map(image)
     expected = np.clip(inference.predict_padded(model, mapped, 4), 0.0, 1.0)
     np.testing.assert_allclose(denoise.denoise_values(denoiser, image), expected, atol=1e-5)
     tiled = denoise.denoise_values(denoiser, image, tile_size=16)

@@ -207,7 +207,7 @@ class NetworkConfig(Section):
     pixel_unshuffle: bool = False
     # True (U-Net only): the network also takes the noise level, as one more input channel
     # that holds it everywhere (FFDNet's noise level map). Training gives it each patch's
-    # sigma; denoising, the level estimated from the image itself (noise.estimate_sigma), so
+    # sigma; denoising, the level estimated from the image itself (noise_level.estimate_sigma), so
     # the model is still never told the level.
     noise_map: bool = False
 

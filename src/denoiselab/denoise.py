@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from denoiselab import images, inference, model_store, noise
+from denoiselab import images, inference, model_store, noise_level
 from denoiselab.errors import UserError
 
 COLOUR_TRANSFORMS = ("opponent", "per_channel", "blend")
@@ -158,7 +158,7 @@ def denoise_values(
     with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
     rotations (``blend`` shares them between its two colour bases). A model that takes a noise
     level map gets, with each plane or image it denoises, the level estimated from that plane
-    or image (:func:`noise.estimate_sigma`).
+    or image (:func:`noise_level.estimate_sigma`).
     """
     multiple = 2**denoiser.depth
     tiled = functools.partial(
@@ -171,7 +171,7 @@ def denoise_values(
 
     def run(values: np.ndarray, geometries: Sequence[tuple[int, bool]]) -> np.ndarray:
         if denoiser.noise_map:
-            values = noise.with_noise_map(values)
+            values = noise_level.with_estimated_map(values)
         return self_ensemble(tiled, values, geometries)
 
     views = settings.views

@@ -52,41 +52,9 @@ def level_key(sigma: float) -> str:
     return f"{sigma:g}"
 
 
-# The MAD of a standard normal's absolute value: median(|N(0, 1)|).
-_NORMAL_MAD = 0.6744897501960817
-
-
-def estimate_sigma(image: np.ndarray) -> float:
-    """The std of white Gaussian noise in an HWC image, estimated from the image alone (Donoho
-    and Johnstone's wavelet estimator): the median absolute value of the finest diagonal Haar
-    wavelet coefficients, over 0.6745, per channel, averaged over the channels.
-
-    A photograph's detail barely reaches that band, so the estimate is within a few per cent of
-    the true level on natural images; clipping to [0, 1] makes it read low at high levels, as
-    it does the noise itself. Exactly zero coefficients (flat or saturated areas) are left out.
-    """
-    if image.ndim != 3:
-        raise UserError(f"expected an HWC image, got shape {image.shape}")
-    height, width = (side - side % 2 for side in image.shape[:2])
-    if height < 2 or width < 2:
-        return 0.0
-    values = np.asarray(image[:height, :width], np.float64)
-    diagonal = (
-        values[0::2, 0::2] - values[0::2, 1::2] - values[1::2, 0::2] + values[1::2, 1::2]
-    ) / 2
-    estimates = []
-    for channel in range(values.shape[-1]):
-        magnitudes = np.abs(diagonal[..., channel])
-        magnitudes = magnitudes[magnitudes > 0]
-        estimates.append(float(np.median(magnitudes)) / _NORMAL_MAD if magnitudes.size else 0.0)
-    return float(np.mean(estimates))
-
-
-def with_noise_map(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+def with_noise_map(image: np.ndarray, sigma: float) -> np.ndarray:
     """An HWC (or NHWC) image with one more channel, constant ``sigma``: a noise level map,
-    the extra input of a model trained with ``noise_map``. Without ``sigma``, the level
-    :func:`estimate_sigma` reads from the image (so the model is never told it)."""
-    if sigma is None:
-        sigma = estimate_sigma(image)
+    the extra input of a model trained with ``noise_map`` (denoising gives it the level read
+    from the image, ``noise_level.with_estimated_map``)."""
     plane = np.full((*image.shape[:-1], 1), sigma, np.float32)
     return np.concatenate([image.astype(np.float32, copy=False), plane], axis=-1)

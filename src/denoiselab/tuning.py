@@ -28,7 +28,17 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from denoiselab import files, inference, models, noise, precision, studies, tracking, training
+from denoiselab import (
+    files,
+    inference,
+    models,
+    noise,
+    noise_level,
+    precision,
+    studies,
+    tracking,
+    training,
+)
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, TuneConfig, flat_dict
 from denoiselab.errors import NonFiniteLossError, UserError
 
@@ -79,7 +89,7 @@ def whole_image_psnr(
     for noisy in images.noisy.values():
         values = []
         for name, clean in images.clean.items():
-            image = noise.with_noise_map(noisy[name]) if noise_map else noisy[name]
+            image = noise_level.with_estimated_map(noisy[name]) if noise_map else noisy[name]
             output = inference.predict_padded(model, image, 2**depth)
             error = np.clip(output.astype(np.float64), 0.0, 1.0) - clean
             values.append(10 * math.log10(1.0 / max(float(np.mean(error**2)), 1e-12)))

@@ -1,0 +1,86 @@
+"""The level of white Gaussian noise in an image, read from the image alone: what a model that
+takes a noise level map is given when denoising (it is never told the level)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from denoiselab import noise
+from denoiselab.errors import UserError
+
+# The MAD of a standard normal's absolute value: median(|N(0, 1)|).
+_NORMAL_MAD = 0.6744897501960817
+# Blocks of BLOCK x BLOCK finest diagonal Haar coefficients (2 * BLOCK pixels square); the level
+# is read from the QUIET_SHARE quietest of them, over what that quantile is for pure noise: the
+# root mean square of BLOCK**2 standard normals is the root of a chi-squared over its degrees.
+BLOCK = 8
+QUIET_SHARE = 0.1
+_QUIET_RMS = float(np.sqrt(stats.chi2.ppf(QUIET_SHARE, BLOCK**2) / BLOCK**2))
+# Fewer usable blocks than this and the whole-image estimate stands.
+_MIN_BLOCKS = 16
+
+
+def _haar(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finest diagonal Haar coefficients of an HW plane (even sides) and its 2x2 means."""
+    top_left, top_right = plane[0::2, 0::2], plane[0::2, 1::2]
+    bottom_left, bottom_right = plane[1::2, 0::2], plane[1::2, 1::2]
+    diagonal = (top_left - top_right - bottom_left + bottom_right) / 2
+    means = (top_left + top_right + bottom_left + bottom_right) / 4
+    return diagonal, means
+
+
+def _blocks(values: np.ndarray) -> np.ndarray:
+    """An HW array cut into BLOCK x BLOCK blocks, one per row (the remainder dropped)."""
+    rows, cols = values.shape[0] // BLOCK, values.shape[1] // BLOCK
+    cut = values[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK)
+    return cut.transpose(0, 2, 1, 3).reshape(rows * cols, BLOCK * BLOCK)
+
+
+def _plane_sigma(plane: np.ndarray) -> float:
+    diagonal, means = _haar(plane)
+    magnitudes = np.abs(diagonal[diagonal != 0])
+    if not magnitudes.size:
+        return 0.0
+    whole = float(np.median(magnitudes)) / _NORMAL_MAD
+    coefficients, block_means = _blocks(diagonal), _blocks(means)
+    # Blocks near black or white have their noise clipped, and noise-free flat ones (exact
+    # zeros) have none: both would read low.
+    usable = (
+        (block_means.min(axis=1) > 2 * whole)
+        & (block_means.max(axis=1) < 1 - 2 * whole)
+        & ((coefficients == 0).mean(axis=1) < 0.5)
+    )
+    if usable.sum() < _MIN_BLOCKS:
+        return whole
+    rms = np.sqrt(np.mean(coefficients[usable] ** 2, axis=1))
+    return min(whole, float(np.quantile(rms, QUIET_SHARE)) / _QUIET_RMS)
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+    """The std of white Gaussian noise in an HWC image in [0, 1], per channel, averaged over the
+    channels.
+
+    Donoho and Johnstone's wavelet estimator (the median absolute finest diagonal Haar
+    coefficient over 0.6745) reads a photograph's fine texture as noise too: 4-5% high at sigma
+    0.05 on the validation photos, 40% on grass. So the coefficients are also cut into blocks
+    (16 pixels square) and the level read from the quietest tenth of them, whose texture is
+    least, scaled by what that share reads on pure noise; the lower of the two estimates is
+    taken. Blocks whose pixels come within twice the level of black or white, where clipping
+    lowers the noise, are left out; with fewer than 16 blocks left, the whole-image estimate
+    stands, as it does at high levels, where clipping makes both read low as it does the noise
+    itself. Exactly zero coefficients (flat or saturated areas) are left out.
+    """
+    if image.ndim != 3:
+        raise UserError(f"expected an HWC image, got shape {image.shape}")
+    height, width = (side - side % 2 for side in image.shape[:2])
+    if height < 2 or width < 2:
+        return 0.0
+    values = np.asarray(image[:height, :width], np.float64)
+    return float(np.mean([_plane_sigma(values[..., c]) for c in range(values.shape[-1])]))
+
+
+def with_estimated_map(image: np.ndarray) -> np.ndarray:
+    """An HWC image with its noise level map (:func:`noise.with_noise_map`) holding the level
+    :func:`estimate_sigma` reads from it."""
+    return noise.with_noise_map(image, estimate_sigma(image))
