@@ -236,7 +236,9 @@ def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
     opponent_planes = {denoise.to_opponent(image)[..., k].tobytes() for k in range(3)}
     runs = {"opponent": [], "channels": []}
 
-    def run(values, geometries):
+    def run(values, geometries, clipped_in):
+        # Each plane's level is read knowing where the RGB image's noise was clipped.
+        assert clipped_in is image
         basis = "opponent" if values[..., 0].tobytes() in opponent_planes else "channels"
         runs[basis].append(tuple(geometries))
         return values

@@ -101,6 +101,26 @@ def test_clipped_and_noise_free_areas_are_not_taken_for_quiet_ones():
     assert noise_level.estimate_sigma(noisy) == pytest.approx(0.05, rel=0.06)
 
 
+def test_a_colour_planes_level_leaves_out_what_was_clipped_in_rgb():
+    # White areas clip the noise of R, G and B, so a chrominance plane is quiet there though
+    # its own values sit mid-range: the RGB image says where.
+    from denoiselab import denoise
+
+    clean = np.full((256, 256, 3), 0.45)
+    clean[:, :, 0] += 0.2 * np.sin(np.mgrid[0:256, 0:256][1] / 9)
+    clean[:, 112:] = 1.0
+    noisy = noise.add_gaussian_noise(clean, 0.1, np.random.default_rng(8))
+    chroma = denoise.to_opponent(noisy)[..., [1]]
+    diagonal = chroma[0::2, 0::2] - chroma[0::2, 1::2] - chroma[1::2, 0::2] + chroma[1::2, 1::2]
+    whole_image = np.median(np.abs(diagonal / 2)) / 0.6745
+    # The quiet blocks are the clipped ones unless RGB rules them out; then the whole-image
+    # estimate (lowered by the clipped half, as the noise is) stands.
+    assert noise_level.estimate_sigma(chroma) < 0.9 * whole_image
+    assert noise_level.estimate_sigma(chroma, clipped_in=noisy) == pytest.approx(
+        whole_image, rel=0.01
+    )
+
+
 def test_a_clean_flat_image_reads_no_noise_and_the_map_holds_the_level():
     flat = np.full((32, 48, 1), 0.5, np.float32)
     assert noise_level.estimate_sigma(flat) == 0.0

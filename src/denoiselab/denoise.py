@@ -169,9 +169,13 @@ def denoise_values(
         margin=inference.tile_margin(denoiser.depth),
     )
 
-    def run(values: np.ndarray, geometries: Sequence[tuple[int, bool]]) -> np.ndarray:
+    def run(
+        values: np.ndarray,
+        geometries: Sequence[tuple[int, bool]],
+        clipped_in: np.ndarray | None = None,
+    ) -> np.ndarray:
         if denoiser.noise_map:
-            values = noise_level.with_estimated_map(values)
+            values = noise_level.with_estimated_map(values, clipped_in)
         return self_ensemble(tiled, values, geometries)
 
     views = settings.views
@@ -194,12 +198,13 @@ def _by_planes(run: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> n
 
 
 def colour_by_planes(
-    run: Callable[[np.ndarray, Sequence[tuple[int, bool]]], np.ndarray],
+    run: Callable[..., np.ndarray],
     image: np.ndarray,
     settings: Settings,
 ) -> np.ndarray:
     """An HWC RGB image denoised plane by plane by ``run`` (a grayscale denoiser of HW1
-    images, averaged over the geometries it is given), in the colour space
+    images, averaged over the ``geometries`` it is given; ``clipped_in``, the RGB image, is where
+    the noise was clipped, for reading each plane's level), in the colour space
     ``settings.colour_transform`` names; clipped to [0, 1].
 
     ``blend`` runs both and averages them, the opponent result weighted by
@@ -216,12 +221,15 @@ def colour_by_planes(
         opponent_views, channel_views = views[0::2], views[1::2] or views
     result = 0.0
     if opponent_share > 0:
-        planes = _by_planes(functools.partial(run, geometries=opponent_views), to_opponent(image))
+        opponent_run = functools.partial(run, geometries=opponent_views, clipped_in=image)
+        planes = _by_planes(opponent_run, to_opponent(image))
         opponent = np.clip(from_opponent(planes), 0.0, 1.0)
         result = result + opponent_share * opponent.astype(np.float64)
     if opponent_share < 1:
         channels = np.clip(
-            _by_planes(functools.partial(run, geometries=channel_views), image), 0.0, 1.0
+            _by_planes(functools.partial(run, geometries=channel_views, clipped_in=image), image),
+            0.0,
+            1.0,
         )
         result = result + (1.0 - opponent_share) * channels.astype(np.float64)
     return np.clip(result, 0.0, 1.0).astype(np.float32)

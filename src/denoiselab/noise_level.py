@@ -37,27 +37,40 @@ def _blocks(values: np.ndarray) -> np.ndarray:
     return cut.transpose(0, 2, 1, 3).reshape(rows * cols, BLOCK * BLOCK)
 
 
-def _plane_sigma(plane: np.ndarray) -> float:
-    diagonal, means = _haar(plane)
+def _unclipped_blocks(values: np.ndarray) -> np.ndarray:
+    """Which blocks of an HWC image in [0, 1] (even sides) stay, in every channel, farther
+    than twice the channel's whole-image level from black and white, where clipping lowers the
+    noise."""
+    keep = None
+    for channel in range(values.shape[-1]):
+        diagonal, means = _haar(values[..., channel])
+        block_means = _blocks(means)
+        margin = 2 * _whole_image_sigma(diagonal)
+        inside = (block_means.min(axis=1) > margin) & (block_means.max(axis=1) < 1 - margin)
+        keep = inside if keep is None else keep & inside
+    return keep
+
+
+def _whole_image_sigma(diagonal: np.ndarray) -> float:
     magnitudes = np.abs(diagonal[diagonal != 0])
-    if not magnitudes.size:
+    return float(np.median(magnitudes)) / _NORMAL_MAD if magnitudes.size else 0.0
+
+
+def _plane_sigma(plane: np.ndarray, unclipped: np.ndarray) -> float:
+    diagonal, _ = _haar(plane)
+    whole = _whole_image_sigma(diagonal)
+    if whole == 0:
         return 0.0
-    whole = float(np.median(magnitudes)) / _NORMAL_MAD
-    coefficients, block_means = _blocks(diagonal), _blocks(means)
-    # Blocks near black or white have their noise clipped, and noise-free flat ones (exact
-    # zeros) have none: both would read low.
-    usable = (
-        (block_means.min(axis=1) > 2 * whole)
-        & (block_means.max(axis=1) < 1 - 2 * whole)
-        & ((coefficients == 0).mean(axis=1) < 0.5)
-    )
+    coefficients = _blocks(diagonal)
+    # Noise-free flat blocks (exact zeros) have no noise to read.
+    usable = unclipped & ((coefficients == 0).mean(axis=1) < 0.5)
     if usable.sum() < _MIN_BLOCKS:
         return whole
     rms = np.sqrt(np.mean(coefficients[usable] ** 2, axis=1))
     return min(whole, float(np.quantile(rms, QUIET_SHARE)) / _QUIET_RMS)
 
 
-def estimate_sigma(image: np.ndarray) -> float:
+def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | None = None) -> float:
     """The std of white Gaussian noise in an HWC image in [0, 1], per channel, averaged over the
     channels.
 
@@ -66,21 +79,27 @@ def estimate_sigma(image: np.ndarray) -> float:
     0.05 on the validation photos, 40% on grass. So the coefficients are also cut into blocks
     (16 pixels square) and the level read from the quietest tenth of them, whose texture is
     least, scaled by what that share reads on pure noise; the lower of the two estimates is
-    taken. Blocks whose pixels come within twice the level of black or white, where clipping
-    lowers the noise, are left out; with fewer than 16 blocks left, the whole-image estimate
-    stands, as it does at high levels, where clipping makes both read low as it does the noise
-    itself. Exactly zero coefficients (flat or saturated areas) are left out.
+    taken. Blocks that come within twice the level of black or white in ``clipped_in`` (the
+    image the noise was clipped in, when ``image`` is a transform of it such as a colour
+    image's opponent planes; by default ``image`` itself) are left out, as clipping lowers their
+    noise; with fewer than 16 blocks left, the whole-image estimate stands, as it does at high
+    levels, where clipping makes it read low as it does the noise itself. Exactly zero
+    coefficients (flat or saturated areas) are left out.
     """
-    if image.ndim != 3:
+    source = image if clipped_in is None else clipped_in
+    if image.ndim != 3 or source.shape[:2] != image.shape[:2]:
         raise UserError(f"expected an HWC image, got shape {image.shape}")
     height, width = (side - side % 2 for side in image.shape[:2])
     if height < 2 or width < 2:
         return 0.0
     values = np.asarray(image[:height, :width], np.float64)
-    return float(np.mean([_plane_sigma(values[..., c]) for c in range(values.shape[-1])]))
+    unclipped = _unclipped_blocks(np.asarray(source[:height, :width], np.float64))
+    return float(
+        np.mean([_plane_sigma(values[..., c], unclipped) for c in range(values.shape[-1])])
+    )
 
 
-def with_estimated_map(image: np.ndarray) -> np.ndarray:
+def with_estimated_map(image: np.ndarray, clipped_in: np.ndarray | None = None) -> np.ndarray:
     """An HWC image with its noise level map (:func:`noise.with_noise_map`) holding the level
-    :func:`estimate_sigma` reads from it."""
-    return noise.with_noise_map(image, estimate_sigma(image))
+    :func:`estimate_sigma` reads from it (``clipped_in`` as there)."""
+    return noise.with_noise_map(image, estimate_sigma(image, clipped_in))
