@@ -51,6 +51,8 @@ TRIAL_CODE = (
     training.__file__,
     studies.__file__,
     inference.__file__,
+    noise.__file__,
+    noise_level.__file__,  # how a trial is scored: the level read from each validation image
     __file__,
 )
 
