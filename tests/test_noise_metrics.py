@@ -121,6 +121,11 @@ def test_a_colour_planes_level_leaves_out_what_was_clipped_in_rgb():
     )
 
 
+def test_a_clipped_in_image_of_another_size_is_refused():
+    with pytest.raises(ValueError, match="clipped_in is 8 x 6 pixels, the image 8 x 4"):
+        noise_level.estimate_sigma(np.zeros((4, 8, 1)), clipped_in=np.zeros((6, 8, 3)))
+
+
 def test_a_clean_flat_image_reads_no_noise_and_the_map_holds_the_level():
     flat = np.full((32, 48, 1), 0.5, np.float32)
     assert noise_level.estimate_sigma(flat) == 0.0

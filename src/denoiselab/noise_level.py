@@ -87,8 +87,13 @@ def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | None = None) -> f
     coefficients (flat or saturated areas) are left out.
     """
     source = image if clipped_in is None else clipped_in
-    if image.ndim != 3 or source.shape[:2] != image.shape[:2]:
-        raise UserError(f"expected an HWC image, got shape {image.shape}")
+    if image.ndim != 3 or source.ndim != 3:
+        raise UserError(f"expected HWC images, got shapes {image.shape} and {source.shape}")
+    if source.shape[:2] != image.shape[:2]:
+        raise UserError(
+            f"clipped_in is {source.shape[1]} x {source.shape[0]} pixels, "
+            f"the image {image.shape[1]} x {image.shape[0]}"
+        )
     height, width = (side - side % 2 for side in image.shape[:2])
     if height < 2 or width < 2:
         return 0.0
