@@ -326,10 +326,11 @@ def fit(
         config.steps_per_epoch,
         finished_epochs,
     )
-    all_callbacks = [history]
+    # The backup comes last: a crash before it reruns the epoch, so what the other callbacks
+    # record of it (the MLflow metrics) is never lost, at worst recorded twice.
+    all_callbacks = [history, StopOnNonFiniteLoss(), *(callbacks or [])]
     if backup_dir is not None:
         all_callbacks.append(Backup(backup_dir))
-    all_callbacks += [StopOnNonFiniteLoss(), *(callbacks or [])]
     if across_workers:
         _fit_across_workers(model, train_dataset, validation, config, strategy, all_callbacks)
         return history.rows
