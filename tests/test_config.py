@@ -212,6 +212,12 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("prepare", "on_bad_image", "ignore", "prepare.on_bad_image"),
         ("prepare", "min_patch_std", 0.7, "prepare.min_patch_std must be in [0, 0.5]"),
         ("prepare", "max_patches_per_image", 0, "prepare.max_patches_per_image"),
+        (
+            "prepare",
+            "exclude_images",
+            ["moon"],
+            "prepare.exclude_images must not name images of test_images (moon)",
+        ),
         ("tune_unet.search", "loss", ["mse", "ssim"], "tune_unet.search.loss[1] must be one of"),
         ("tune_unet.search", "loss", ["mse", "bce"], "tune_unet.search.loss may not hold 'bce'"),
         ("tune_unet.search", "learning_rate", [0.1, 0.01], "tune_unet.search.learning_rate"),

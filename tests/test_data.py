@@ -363,3 +363,30 @@ def test_max_patches_per_image_caps_each_large_images_share_of_training(tmp_path
     assert len(np.unique(capped["train"].reshape(len(capped["train"]), -1), axis=0)) == 90
     np.testing.assert_array_equal(capped["val"], every["val"])
     assert capped["manifest"]["data_hash"] != every["manifest"]["data_hash"]
+
+
+def test_exclude_images_leaves_an_image_out_of_every_split_and_lists_it(tmp_path):
+    folder = write_images(tmp_path / "images", 6)
+    overrides = dict(test_images=("img00",), val_images=("img01",), max_train_patches=100_000)
+    every = data.prepare(folder_config(folder, **overrides), channels=1, seed=0)
+    (folder / "img04.png").write_bytes(b"not an image")  # never read once excluded
+    config = folder_config(folder, exclude_images=("img04",), on_bad_image="fail", **overrides)
+    result = data.prepare(config, channels=1, seed=0)
+    names = {entry["name"] for entry in result["manifest"]["images"]}
+    assert names == {"img00", "img01", "img02", "img03", "img05"}
+    assert result["manifest"]["excluded"] == ["img04"]
+    assert result["manifest"]["counts"]["excluded"] == 1
+    assert result["manifest"]["counts"]["train_images"] == 3
+    # One image's patches fewer in training; validation and test untouched.
+    assert len(result["train"]) == len(every["train"]) * 3 // 4
+    np.testing.assert_array_equal(result["val"], every["val"])
+    assert set(result["test"]) == {"img00"}
+
+
+def test_exclude_images_naming_no_source_image_names_the_key(tmp_path):
+    folder = write_images(tmp_path / "images", 5)
+    with pytest.raises(ValueError) as error:
+        data.prepare(folder_config(folder, exclude_images=("img09",)), channels=1, seed=0)
+    message = str(error.value)
+    assert "prepare.exclude_images names 'img09'" in message and "img04" in message
+    assert "\n" not in message

@@ -157,12 +157,24 @@ class PrepareConfig(Section):
     # At most this many training patches from any one image (a seeded sample of its grid), so
     # that one large image does not fill the training set; None keeps every patch.
     max_patches_per_image: Positive | None = None
+    # Source images left out of every split: images that are no clean target (their own noise,
+    # a sensor's or a scan's, would teach a denoiser to keep noise of that kind). Listed in the
+    # manifest; a name the source lacks is refused.
+    exclude_images: ListOf[str] = ()
     on_bad_image: Literal["skip", "fail"] = "skip"
 
     @model_validator(mode="after")
     def _check(self) -> PrepareConfig:
         if self.source == "folder" and not self.folder:
             _refuse("folder", "must name a folder", self.folder)
+        for key in ("test_images", "val_images", "colour_test_images", "colour_val_images"):
+            both = sorted(set(getattr(self, key)) & set(self.exclude_images))
+            if both:
+                _refuse(
+                    "exclude_images",
+                    f"must not name images of {key} ({', '.join(both)})",
+                    list(self.exclude_images),
+                )
         if self.test_fraction + self.val_fraction >= 1:
             rule = "plus test_fraction must leave images for training"
             _refuse("val_fraction", rule, self.val_fraction)
