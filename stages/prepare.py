@@ -35,7 +35,7 @@ def main() -> None:
         f"{args.dataset}: prepared {counts['images']} images ({counts['train_images']} train, "
         f"{counts['val_images']} val, {counts['test_images']} test): "
         f"{counts['train_patches']} train and {counts['val_patches']} val patches, "
-        f"{counts['skipped']} skipped"
+        f"{counts['skipped']} skipped, {counts['excluded']} excluded"
     )
     for skipped in result["manifest"]["skipped"]:
         print(f"skipped {skipped['reason']}")

@@ -235,10 +235,13 @@ def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
     image = np.random.default_rng(3).uniform(0.2, 0.8, (6, 5, 3)).astype(np.float32)
     opponent_planes = {denoise.to_opponent(image)[..., k].tobytes() for k in range(3)}
     runs = {"opponent": [], "channels": []}
+    seen = set()
 
     def run(values, geometries, clipped_in):
-        # Each plane's level is read knowing where the RGB image's noise was clipped.
-        assert clipped_in is image
+        # Each plane's level is read knowing where the RGB image's noise was clipped, worked
+        # out once for all the planes.
+        assert clipped_in.image is image
+        seen.add(id(clipped_in))
         basis = "opponent" if values[..., 0].tobytes() in opponent_planes else "channels"
         runs[basis].append(tuple(geometries))
         return values
@@ -246,6 +249,7 @@ def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
     settings = denoise.Settings(transform, self_ensemble=views, opponent_weight=0.6)
     result = denoise.colour_by_planes(run, image, settings)
     assert runs == {"opponent": opponent_views, "channels": channel_views}
+    assert len(seen) == 1
     np.testing.assert_allclose(result, image, atol=1e-6)
 
 

@@ -119,6 +119,21 @@ def test_a_colour_planes_level_leaves_out_what_was_clipped_in_rgb():
     assert noise_level.estimate_sigma(chroma, clipped_in=noisy) == pytest.approx(
         whole_image, rel=0.01
     )
+    # The RGB image's blocks, found once, read every plane the same way.
+    clipped_in = noise_level.ClippedIn(noisy)
+    for plane in range(3):
+        planes = denoise.to_opponent(noisy)[..., [plane]]
+        assert noise_level.estimate_sigma(planes, clipped_in) == noise_level.estimate_sigma(
+            planes, clipped_in=noisy
+        )
+
+
+def test_the_quiet_blocks_noise_quantile_is_the_chi_squared_one():
+    from scipy import stats
+
+    degrees = noise_level.BLOCK**2
+    quantile = stats.chi2.ppf(noise_level.QUIET_SHARE, degrees)
+    assert noise_level._QUIET_RMS == pytest.approx(np.sqrt(quantile / degrees), rel=1e-12)
 
 
 def test_a_clipped_in_image_of_another_size_is_refused():

@@ -172,7 +172,7 @@ def denoise_values(
     def run(
         values: np.ndarray,
         geometries: Sequence[tuple[int, bool]],
-        clipped_in: np.ndarray | None = None,
+        clipped_in: noise_level.ClippedIn | None = None,
     ) -> np.ndarray:
         if denoiser.noise_map:
             values = noise_level.with_estimated_map(values, clipped_in)
@@ -203,8 +203,9 @@ def colour_by_planes(
     settings: Settings,
 ) -> np.ndarray:
     """An HWC RGB image denoised plane by plane by ``run`` (a grayscale denoiser of HW1
-    images, averaged over the ``geometries`` it is given; ``clipped_in``, the RGB image, is where
-    the noise was clipped, for reading each plane's level), in the colour space
+    images, averaged over the ``geometries`` it is given; ``clipped_in``, the RGB image's
+    :class:`noise_level.ClippedIn`, is where the noise was clipped, for reading each plane's
+    level), in the colour space
     ``settings.colour_transform`` names; clipped to [0, 1].
 
     ``blend`` runs both and averages them, the opponent result weighted by
@@ -220,14 +221,17 @@ def colour_by_planes(
     if 0 < opponent_share < 1:
         opponent_views, channel_views = views[0::2], views[1::2] or views
     result = 0.0
+    clipped_in = noise_level.ClippedIn(image)
     if opponent_share > 0:
-        opponent_run = functools.partial(run, geometries=opponent_views, clipped_in=image)
+        opponent_run = functools.partial(run, geometries=opponent_views, clipped_in=clipped_in)
         planes = _by_planes(opponent_run, to_opponent(image))
         opponent = np.clip(from_opponent(planes), 0.0, 1.0)
         result = result + opponent_share * opponent.astype(np.float64)
     if opponent_share < 1:
         channels = np.clip(
-            _by_planes(functools.partial(run, geometries=channel_views, clipped_in=image), image),
+            _by_planes(
+                functools.partial(run, geometries=channel_views, clipped_in=clipped_in), image
+            ),
             0.0,
             1.0,
         )

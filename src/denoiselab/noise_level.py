@@ -3,8 +3,9 @@ takes a noise level map is given when denoising (it is never told the level)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy import stats
 
 from denoiselab import noise
 from denoiselab.errors import UserError
@@ -16,7 +17,10 @@ _NORMAL_MAD = 0.6744897501960817
 # root mean square of BLOCK**2 standard normals is the root of a chi-squared over its degrees.
 BLOCK = 8
 QUIET_SHARE = 0.1
-_QUIET_RMS = float(np.sqrt(stats.chi2.ppf(QUIET_SHARE, BLOCK**2) / BLOCK**2))
+# sqrt(scipy.stats.chi2.ppf(QUIET_SHARE, BLOCK**2) / BLOCK**2), written out: importing
+# scipy.stats takes most of a second, a third of `denoiselab denoise` on a 1 MP photo
+# (tests/test_noise_metrics.py checks the two agree).
+_QUIET_RMS = 0.8838506856845014
 # Fewer usable blocks than this and the whole-image estimate stands.
 _MIN_BLOCKS = 16
 
@@ -51,6 +55,22 @@ def _unclipped_blocks(values: np.ndarray) -> np.ndarray:
     return keep
 
 
+class ClippedIn:
+    """The image the noise was clipped in, for reading the level of each of its planes (a
+    colour image's opponent planes): its blocks near black or white are found once, for all of
+    them."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        if image.ndim != 3:
+            raise UserError(f"expected an HWC image, got shape {image.shape}")
+        self.image = image
+
+    @functools.cached_property
+    def unclipped(self) -> np.ndarray:
+        height, width = (side - side % 2 for side in self.image.shape[:2])
+        return _unclipped_blocks(np.asarray(self.image[:height, :width], np.float64))
+
+
 def _whole_image_sigma(diagonal: np.ndarray) -> float:
     magnitudes = np.abs(diagonal[diagonal != 0])
     return float(np.median(magnitudes)) / _NORMAL_MAD if magnitudes.size else 0.0
@@ -70,7 +90,7 @@ def _plane_sigma(plane: np.ndarray, unclipped: np.ndarray) -> float:
     return min(whole, float(np.quantile(rms, QUIET_SHARE)) / _QUIET_RMS)
 
 
-def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | None = None) -> float:
+def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | ClippedIn | None = None) -> float:
     """The std of white Gaussian noise in an HWC image in [0, 1], per channel, averaged over the
     channels.
 
@@ -81,14 +101,17 @@ def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | None = None) -> f
     least, scaled by what that share reads on pure noise; the lower of the two estimates is
     taken. Blocks that come within twice the level of black or white in ``clipped_in`` (the
     image the noise was clipped in, when ``image`` is a transform of it such as a colour
-    image's opponent planes; by default ``image`` itself) are left out, as clipping lowers their
+    image's opponent planes, or its :class:`ClippedIn`; by default ``image`` itself) are left
+    out, as clipping lowers their
     noise; with fewer than 16 blocks left, the whole-image estimate stands, as it does at high
     levels, where clipping makes it read low as it does the noise itself. Exactly zero
     coefficients (flat or saturated areas) are left out.
     """
-    source = image if clipped_in is None else clipped_in
-    if image.ndim != 3 or source.ndim != 3:
-        raise UserError(f"expected HWC images, got shapes {image.shape} and {source.shape}")
+    if image.ndim != 3:
+        raise UserError(f"expected an HWC image, got shape {image.shape}")
+    if not isinstance(clipped_in, ClippedIn):
+        clipped_in = ClippedIn(image if clipped_in is None else clipped_in)
+    source = clipped_in.image
     if source.shape[:2] != image.shape[:2]:
         raise UserError(
             f"clipped_in is {source.shape[1]} x {source.shape[0]} pixels, "
@@ -98,13 +121,15 @@ def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | None = None) -> f
     if height < 2 or width < 2:
         return 0.0
     values = np.asarray(image[:height, :width], np.float64)
-    unclipped = _unclipped_blocks(np.asarray(source[:height, :width], np.float64))
+    unclipped = clipped_in.unclipped
     return float(
         np.mean([_plane_sigma(values[..., c], unclipped) for c in range(values.shape[-1])])
     )
 
 
-def with_estimated_map(image: np.ndarray, clipped_in: np.ndarray | None = None) -> np.ndarray:
+def with_estimated_map(
+    image: np.ndarray, clipped_in: np.ndarray | ClippedIn | None = None
+) -> np.ndarray:
     """An HWC image with its noise level map (:func:`noise.with_noise_map`) holding the level
     :func:`estimate_sigma` reads from it (``clipped_in`` as there)."""
     return noise.with_noise_map(image, estimate_sigma(image, clipped_in))
