@@ -102,10 +102,9 @@ def estimate_sigma(image: np.ndarray, clipped_in: np.ndarray | ClippedIn | None 
     taken. Blocks that come within twice the level of black or white in ``clipped_in`` (the
     image the noise was clipped in, when ``image`` is a transform of it such as a colour
     image's opponent planes, or its :class:`ClippedIn`; by default ``image`` itself) are left
-    out, as clipping lowers their
-    noise; with fewer than 16 blocks left, the whole-image estimate stands, as it does at high
-    levels, where clipping makes it read low as it does the noise itself. Exactly zero
-    coefficients (flat or saturated areas) are left out.
+    out, as clipping lowers their noise; with fewer than 16 blocks left, the whole-image
+    estimate stands, as it does at high levels, where clipping makes it read low as it does the
+    noise itself. Exactly zero coefficients (flat or saturated areas) are left out.
     """
     if image.ndim != 3:
         raise UserError(f"expected an HWC image, got shape {image.shape}")
