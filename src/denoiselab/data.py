@@ -94,12 +94,21 @@ def load_sources(config: PrepareConfig, channels: int, colour_only: bool = False
     (``on_bad_image: fail``). Mixed bit depths and modes are fine: every image is converted
     to float [0, 1] and to ``channels`` per docs/protocol.md. With ``colour_only`` the
     grayscale images are left out (the colour dataset learns from colour photographs only), and
-    the images ``prepare.exclude_images`` names are never read.
+    the images ``prepare.exclude_images`` names are never read (a name that is no source
+    image is refused, naming the key).
     """
+    paths = source_paths(config)
+    # A typo would otherwise keep the image in training unnoticed.
+    unknown = sorted(set(config.exclude_images) - set(paths))
+    if unknown:
+        raise UserError(
+            f"params.yaml: prepare.exclude_images names {', '.join(map(repr, unknown))}, which "
+            f"is not among the source images ({', '.join(sorted(paths))})"
+        )
     loaded: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
     skipped: list[dict[str, str]] = []
-    for name, path in source_paths(config).items():
+    for name, path in paths.items():
         if name in config.exclude_images:
             continue
         try:
@@ -115,21 +124,6 @@ def load_sources(config: PrepareConfig, channels: int, colour_only: bool = False
         loaded[name] = images.to_channels(images.to_float(raw), channels)
         hashes[name] = files.sha256_of_file(path)
     return SourceImages(images=loaded, file_hashes=hashes, skipped=skipped)
-
-
-def check_excluded(config: PrepareConfig) -> list[str]:
-    """``prepare.exclude_images``, sorted, each checked to name a source image: a typo would
-    otherwise keep the image in training unnoticed."""
-    if not config.exclude_images:
-        return []
-    known = set(source_paths(config))
-    unknown = sorted(set(config.exclude_images) - known)
-    if unknown:
-        raise UserError(
-            f"params.yaml: prepare.exclude_images names {', '.join(map(repr, unknown))}, which "
-            f"is not among the source images ({', '.join(sorted(known))})"
-        )
-    return sorted(set(config.exclude_images))
 
 
 def split_names(
@@ -225,8 +219,8 @@ def prepare(config: PrepareConfig, channels: int, seed: int, colour_only: bool =
     ``test`` and ``val_images`` (name -> HWC float32 in [0, 1], the same conversion for both)
     and the ``manifest``.
     """
-    excluded = check_excluded(config)
     sources = load_sources(config, channels, colour_only)
+    excluded = sorted(set(config.exclude_images))
     if not sources.images:
         kind = "colour" if colour_only else "readable"
         raise UserError(f"no {kind} source images; see the skipped files listed above")
