@@ -8,6 +8,8 @@ exactly, which shows whether each channel, bit depth and alpha made the round tr
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -598,9 +600,6 @@ def test_evaluate_rejects_an_unknown_classical_method(repo, capsys):
 def test_the_denoise_path_leaves_scipy_stats_unimported():
     # Importing scipy.stats takes most of a second: it made denoising a 1 MP photo a third
     # slower, below 20 times BM3D's speed.
-    import subprocess
-    import sys
-
     modules = "cli, denoise, images, inference, model_store, noise_level, onnx_export"
     code = f"import sys; from denoiselab import {modules}; print('scipy.stats' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
