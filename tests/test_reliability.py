@@ -236,6 +236,30 @@ def test_a_failing_run_is_marked_failed_with_the_error(mlflow_store):
     assert "boom" in run.data.tags["error"]
 
 
+def test_a_process_that_loses_the_race_to_create_the_experiment_joins_it(
+    mlflow_store, monkeypatch
+):
+    """Two tune-workers start on a fresh store: both miss the experiment, one creates it, and
+    the other must take that one rather than crash on the store's unique name."""
+    import mlflow
+
+    first = tracking.setup()
+    lookup = mlflow.get_experiment_by_name
+    missed = []
+
+    def lookup_before_the_other_process_commits(name):
+        if not missed:
+            missed.append(name)
+            return None
+        return lookup(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", lookup_before_the_other_process_commits)
+    assert tracking.setup() == first
+    assert missed == [tracking.EXPERIMENT_NAME]
+    named = f"name = '{tracking.EXPERIMENT_NAME}'"
+    assert len(mlflow.search_experiments(filter_string=named)) == 1
+
+
 def test_credentials_are_redacted():
     assert tracking.redact("https://bob:pw@host:5000/x") == "https://***@host:5000/x"
     assert tracking.redact("sqlite:///tmp/mlflow.db") == "sqlite:///tmp/mlflow.db"

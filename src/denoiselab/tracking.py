@@ -101,7 +101,17 @@ def setup(experiment: str = EXPERIMENT_NAME) -> str:
     if existing is not None:
         experiment_id = existing.experiment_id
     else:
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location())
+        try:
+            experiment_id = mlflow.create_experiment(
+                experiment, artifact_location=artifact_location()
+            )
+        except mlflow.exceptions.MlflowException:
+            # Another process (a second tune-worker, a parallel stage) created it since the
+            # lookup: take theirs. Anything else wrong with the store fails the lookup too.
+            existing = mlflow.get_experiment_by_name(experiment)
+            if existing is None:
+                raise
+            experiment_id = existing.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
