@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+PNG_LEVEL = 3  # zlib level of written PNGs: half the time of the default 6 for ~13% more bytes
 # Modes read_image_raw converts to RGB: their colour profile does not fit the output.
 CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
@@ -308,7 +309,9 @@ def write_png(path: str | Path, image: DecodedImage) -> None:
                 extra["icc_profile"] = image.icc_profile
             if image.orientation != 1:
                 extra["exif"] = _exif(image.orientation)
-            Image.fromarray(pixels).save(temporary, format="PNG", **extra)
+            Image.fromarray(pixels).save(
+                temporary, format="PNG", compress_level=PNG_LEVEL, **extra
+            )
 
 
 def _exif(orientation: int) -> Image.Exif:
@@ -346,7 +349,7 @@ def encode_png16(
         chunks.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
     if exif:
         chunks.append((b"eXIf", exif))
-    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
+    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), PNG_LEVEL)), (b"IEND", b"")]
     return PNG_SIGNATURE + b"".join(_png_chunk(kind, data) for kind, data in chunks)
 
 
