@@ -121,6 +121,35 @@ def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(t
     assert 0.0 <= output.min() and output.max() <= 1.0
 
 
+class LevelProbe:
+    """A stand-in network whose output is its noise level map: what the model was told."""
+
+    def __call__(self, batch, training=False):
+        return np.asarray(batch)[..., 1:]
+
+
+@pytest.mark.parametrize("sigma", [0.03, 0.05, 0.1, 0.2])
+def test_the_level_map_holds_the_level_read_bent_by_the_level_exponent(sigma):
+    from denoiselab import noise, noise_level
+
+    image = noise.add_gaussian_noise(np.full((64, 64, 1), 0.5), sigma, np.random.default_rng(0))
+    read = noise_level.estimate_sigma(image)
+    probe = model_store.Denoiser(LevelProbe(), 2, 1, "probe", noise_map=True)
+    told = {
+        exponent: float(
+            denoise.denoise_values(
+                probe, image, settings=denoise.Settings(level_exponent=exponent)
+            ).mean()
+        )
+        for exponent in (1.0, 1.05)
+    }
+    assert told[1.0] == pytest.approx(read, rel=1e-6)
+    assert told[1.05] == pytest.approx(0.1 * (read / 0.1) ** 1.05, rel=1e-6)
+    # Below the pivot the model is told less noise than read, above it more.
+    assert (told[1.05] < read) == (read < 0.1)
+    assert (told[1.05] > read) == (read > 0.1)
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -129,6 +158,8 @@ def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(t
         ({"self_ensemble": True}, "denoise.self_ensemble: must be one of"),
         ({"opponent_weight": 1.5}, r"denoise.opponent_weight: must be a number in \[0, 1\]"),
         ({"opponent_weight": True}, "denoise.opponent_weight: must be a number"),
+        ({"level_exponent": 3}, r"denoise.level_exponent: must be a number in \[0.5, 2.0\]"),
+        ({"level_exponent": "1"}, "denoise.level_exponent: must be a number"),
     ],
 )
 def test_bad_settings_name_the_key(values, message):
@@ -275,6 +306,16 @@ def test_a_bad_opponent_weight_option_is_refused_in_one_line(repo, small_shift_d
         run_cli(*command, "--opponent-weight", "2")
     assert stop.value.code == 2
     assert "--opponent-weight: must be a number in [0, 1], got 2" in capsys.readouterr().err
+    assert not (repo / "out").exists()
+
+
+def test_a_bad_level_exponent_option_is_refused_in_one_line(repo, small_shift_dir, capsys):
+    mid_range_rgb(repo / "photo.png")
+    command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*command, "--level-exponent", "3")
+    assert stop.value.code == 2
+    assert "--level-exponent: must be a number in [0.5, 2], got 3" in capsys.readouterr().err
     assert not (repo / "out").exists()
 
 

@@ -183,6 +183,15 @@ def test_a_score_with_other_denoise_settings_never_competes(store):
     assert registry.settings_tag(blend) == (
         "colour_transform=blend,opponent_weight=0.9,self_ensemble=2"
     )
+    # The level exponent is part of the settings where it bends the level (not 1).
+    assert (
+        registry.settings_tag(denoise.Settings(self_ensemble=2, level_exponent=1.0).in_effect())
+        == two_views
+    )
+    bent = denoise.Settings(self_ensemble=2, level_exponent=1.05).in_effect()
+    assert registry.settings_tag(bent) == (
+        "colour_transform=opponent,level_exponent=1.05,self_ensemble=2"
+    )
     slow = candidate(store, "unet_tuned", val_psnr=31.0, test_psnr=31.0, settings=four_views)
     registry.register_and_crown([slow])
     fast = candidate(store, "unet_tuned", val_psnr=30.9, test_psnr=30.9, settings=two_views)

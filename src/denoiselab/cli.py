@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -130,7 +131,7 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
         if section is not None and not isinstance(section, dict):
             raise UserError(f"{params_file}: denoise: must be a mapping of keys to values")
         values = dict(section or {})
-    for key in ("colour_transform", "self_ensemble", "opponent_weight"):
+    for key in ("colour_transform", "self_ensemble", "opponent_weight", "level_exponent"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = denoise.Settings.from_mapping(values)
@@ -336,14 +337,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
-    return value
+def _number_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number in [{low}, {high}], got {text}")
+        return value
+
+    return parse
 
 
 def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
@@ -357,9 +363,16 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--opponent-weight",
-        type=_weight,
+        type=_number_in(0, 1),
         help="with --colour-transform blend, the opponent result's weight in [0, 1] "
         "(default: params.yaml's denoise.opponent_weight)",
+    )
+    command.add_argument(
+        "--level-exponent",
+        type=_number_in(0.5, 2),
+        help="a model with a noise level map gets 0.1 * (read / 0.1) ** this for the level "
+        "read from each image, in [0.5, 2]; 1 gives it the level as read "
+        "(default: params.yaml's denoise.level_exponent)",
     )
     command.add_argument(
         "--self-ensemble",

@@ -395,6 +395,9 @@ class DenoiseConfig(Section):
     # With colour_transform blend: the opponent result's weight (the per-channel one's is the
     # rest).
     opponent_weight: Annotated[float, interval(0, 1)] = 0.5
+    # A model with a noise level map gets 0.1 * (read / 0.1) ** level_exponent for the level
+    # read from the image (denoise.Settings.map_level); 1 = the level as read.
+    level_exponent: Annotated[float, interval(0.5, 2)] = 1.0
 
 
 class PlotConfig(Section):

@@ -13,11 +13,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from denoiselab import images, inference, model_store, noise_level
+from denoiselab import images, inference, model_store, noise, noise_level
 from denoiselab.errors import UserError
 
 COLOUR_TRANSFORMS = ("opponent", "per_channel", "blend")
 SELF_ENSEMBLES = (1, 2, 4, 8)
+# The level a model's noise level map is given is the level read from the image, bent about
+# this pivot by Settings.level_exponent (see Settings.map_level).
+LEVEL_PIVOT = 0.1
+LEVEL_EXPONENT_RANGE = (0.5, 2.0)
 # RGB -> one luminance and two chrominance planes, each in [0, 1]. The rows are orthogonal, so
 # white noise of std sigma on R, G and B stays white on each plane, with std sigma / sqrt(3),
 # sigma / sqrt(2) and sigma * sqrt(6) / 4: the luminance, which holds most of the detail, is
@@ -50,12 +54,14 @@ class Settings:
     image, one of COLOUR_TRANSFORMS), ``opponent_weight`` (with ``blend``, the opponent
     result's weight in [0, 1]; the per-channel one gets the rest) and ``self_ensemble`` (how
     many of GEOMETRIES are averaged, one of SELF_ENSEMBLES; ``blend`` shares them between its
-    two colour bases, see :func:`colour_by_planes`). params.yaml's ``denoise`` section holds
-    them."""
+    two colour bases, see :func:`colour_by_planes`) and ``level_exponent`` (how the level read
+    from an image is bent before a model's noise level map gets it, see :meth:`map_level`).
+    params.yaml's ``denoise`` section holds them."""
 
     colour_transform: str = "opponent"
     self_ensemble: int = 1
     opponent_weight: float = 0.5
+    level_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         if self.colour_transform not in COLOUR_TRANSFORMS:
@@ -72,6 +78,13 @@ class Settings:
         number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
         if not number or not 0 <= weight <= 1:
             raise UserError(f"denoise.opponent_weight: must be a number in [0, 1], got {weight!r}")
+        exponent = self.level_exponent
+        number = isinstance(exponent, (int, float)) and not isinstance(exponent, bool)
+        if not number or not LEVEL_EXPONENT_RANGE[0] <= exponent <= LEVEL_EXPONENT_RANGE[1]:
+            low, high = LEVEL_EXPONENT_RANGE
+            raise UserError(
+                f"denoise.level_exponent: must be a number in [{low}, {high}], got {exponent!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: dict) -> Settings:
@@ -94,12 +107,23 @@ class Settings:
         ``per_channel``, ``opponent_weight`` with ``blend``."""
         return _FIXED_OPPONENT_SHARES.get(self.colour_transform, self.opponent_weight)
 
+    def map_level(self, read: float) -> float:
+        """The level a model's noise level map gets for the level ``read`` from an image:
+        ``LEVEL_PIVOT * (read / LEVEL_PIVOT) ** level_exponent``. An exponent above 1 tells
+        the model a little less noise than read below the pivot and a little more above it."""
+        if self.level_exponent == 1 or read <= 0:
+            return read
+        return LEVEL_PIVOT * (read / LEVEL_PIVOT) ** self.level_exponent
+
     def in_effect(self) -> dict:
         """The settings that change what a model computes: ``opponent_weight`` only where it
-        is the opponent share (``blend``)."""
+        is the opponent share (``blend``), ``level_exponent`` only where it bends the level
+        (not 1, so versions scored before it existed compete with those scored at 1)."""
         values = self.as_dict()
         if self.colour_transform in _FIXED_OPPONENT_SHARES:
             del values["opponent_weight"]
+        if self.level_exponent == 1:
+            del values["level_exponent"]
         return values
 
 
@@ -175,7 +199,8 @@ def denoise_values(
         clipped_in: noise_level.ClippedIn | None = None,
     ) -> np.ndarray:
         if denoiser.noise_map:
-            values = noise_level.with_estimated_map(values, clipped_in)
+            read = noise_level.estimate_sigma(values, clipped_in)
+            values = noise.with_noise_map(values, settings.map_level(read))
         return self_ensemble(tiled, values, geometries)
 
     views = settings.views
