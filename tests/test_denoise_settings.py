@@ -299,23 +299,23 @@ def test_an_opponent_weight_without_blend_is_warned_about(repo, small_shift_dir,
     assert "warning" not in capsys.readouterr().err
 
 
-def test_a_bad_opponent_weight_option_is_refused_in_one_line(repo, small_shift_dir, capsys):
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--opponent-weight", "2", "--opponent-weight: must be a number in [0, 1], got 2"),
+        ("--level-exponent", "3", "--level-exponent: must be a number in [0.5, 2], got 3"),
+        ("--level-exponent", "x", "--level-exponent: must be a number in [0.5, 2], got x"),
+    ],
+)
+def test_a_bad_settings_option_is_refused_in_one_line(
+    repo, small_shift_dir, capsys, option, value, message
+):
     mid_range_rgb(repo / "photo.png")
     command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
     with pytest.raises(SystemExit) as stop:
-        run_cli(*command, "--opponent-weight", "2")
+        run_cli(*command, option, value)
     assert stop.value.code == 2
-    assert "--opponent-weight: must be a number in [0, 1], got 2" in capsys.readouterr().err
-    assert not (repo / "out").exists()
-
-
-def test_a_bad_level_exponent_option_is_refused_in_one_line(repo, small_shift_dir, capsys):
-    mid_range_rgb(repo / "photo.png")
-    command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
-    with pytest.raises(SystemExit) as stop:
-        run_cli(*command, "--level-exponent", "3")
-    assert stop.value.code == 2
-    assert "--level-exponent: must be a number in [0.5, 2], got 3" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (repo / "out").exists()
 
 
