@@ -74,17 +74,8 @@ class Settings:
                 f"denoise.self_ensemble: must be one of {', '.join(map(str, SELF_ENSEMBLES))}, "
                 f"got {self.self_ensemble!r}"
             )
-        weight = self.opponent_weight
-        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-        if not number or not 0 <= weight <= 1:
-            raise UserError(f"denoise.opponent_weight: must be a number in [0, 1], got {weight!r}")
-        exponent = self.level_exponent
-        number = isinstance(exponent, (int, float)) and not isinstance(exponent, bool)
-        if not number or not LEVEL_EXPONENT_RANGE[0] <= exponent <= LEVEL_EXPONENT_RANGE[1]:
-            low, high = LEVEL_EXPONENT_RANGE
-            raise UserError(
-                f"denoise.level_exponent: must be a number in [{low}, {high}], got {exponent!r}"
-            )
+        _check_number("opponent_weight", self.opponent_weight, 0, 1)
+        _check_number("level_exponent", self.level_exponent, *LEVEL_EXPONENT_RANGE)
 
     @classmethod
     def from_mapping(cls, values: dict) -> Settings:
@@ -111,7 +102,7 @@ class Settings:
         """The level a model's noise level map gets for the level ``read`` from an image:
         ``LEVEL_PIVOT * (read / LEVEL_PIVOT) ** level_exponent``. An exponent above 1 tells
         the model a little less noise than read below the pivot and a little more above it."""
-        if self.level_exponent == 1 or read <= 0:
+        if self.level_exponent == 1:
             return read
         return LEVEL_PIVOT * (read / LEVEL_PIVOT) ** self.level_exponent
 
@@ -125,6 +116,13 @@ class Settings:
         if self.level_exponent == 1:
             del values["level_exponent"]
         return values
+
+
+def _check_number(key: str, value: object, low: float, high: float) -> None:
+    """Refuses ``denoise.<key>`` unless ``value`` is a number (not a bool) in [low, high]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not low <= value <= high:
+        raise UserError(f"denoise.{key}: must be a number in [{low}, {high}], got {value!r}")
 
 
 DEFAULT_SETTINGS = Settings()
