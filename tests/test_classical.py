@@ -93,11 +93,13 @@ def test_settings_without_validation_scale_with_sigma():
     assert classical.settings_for("bm3d", 0.2) == {"sigma_scale": 1.0}
 
 
-def test_a_one_point_grid_is_not_scored_and_reports_no_psnr():
+def test_a_one_point_grid_is_scored_on_the_validation_images_all_the_same():
     clean = np.stack([smooth_image(32)])
     noisy = noise.add_gaussian_noise(clean, 0.1, np.random.default_rng(0))
     chosen, score = classical.select_params("wavelet", [{}], clean, noisy, 0.1)
-    assert chosen == {} and score is None
+    assert chosen == {}
+    assert score == pytest.approx(metrics.psnr(clean[0], classical.wavelet(noisy[0], 0.1)))
+    assert score > metrics.psnr(clean[0], noisy[0])
 
 
 def write_dataset(root: Path, dataset: str, test: dict, val: dict, levels: list[float]) -> None:
@@ -211,7 +213,13 @@ def test_stage_runs_colour_bm3d_on_colour_images(tmp_path):
     assert list(report["levels"]) == ["0.1"]
     row = report["levels"]["0.1"]["bm3d"]
     assert set(row) == ROW_KEYS
-    assert row["params"] == {"sigma_scale": 1.0} and row["val_psnr"] is None
+    assert row["params"] == {"sigma_scale": 1.0}
+    # BM3D's one setting is scored on the validation images too: what the models must beat there.
+    noisy_val = files.load_arrays(tmp_path / "data/colour/noisy/levels/0.1/val_images.npz")
+    cbm3d_val = bm3d_package.bm3d_rgb(noisy_val["rgb_val"], sigma_psd=0.1)
+    assert row["val_psnr"] == pytest.approx(
+        metrics.psnr(val["rgb_val"], np.clip(cbm3d_val, 0, 1)), abs=1e-3
+    )
     noisy = files.load_arrays(tmp_path / "data/colour/noisy/levels/0.1/test.npz")["rgb"]
     clean = test["rgb"]
     # CBM3D, which filters in a decorrelated colour space, not BM3D on the channels as a stack.

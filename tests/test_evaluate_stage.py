@@ -51,7 +51,7 @@ def write_repo(root: Path) -> None:
             files.save_arrays(folder / "val_images.npz", noise.noisy_images(val, level, 0))
             row = {"psnr": 30.0 - 10 * level, "ssim": 0.8, "seconds_per_megapixel": 1.0}
             row.update(per_image={"a": row.copy(), "b": row.copy()})
-            row.update(params={"sigma_scale": 1.0}, val_psnr=None)
+            row.update(params={"sigma_scale": 1.0}, val_psnr=31.0 - 10 * level)
             report["levels"][noise.level_key(level)] = {"bm3d": row}
         files.write_json(root / f"reports/classical/{dataset}.json", report)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -138,7 +138,7 @@ def test_evaluate_chooses_on_validation_across_the_levels_and_crowns_each_datase
 
 
 def test_the_sweep_holds_every_method_per_dataset_and_level_with_the_champion(repo):
-    run_evaluate(repo)
+    result = run_evaluate(repo)
     summary = files.read_json(repo / "reports/metrics.json")
     # The first table: the reference level, gray models and the classical baselines.
     assert {"noisy", "cae", "unet", "unet_tuned", "bm3d"} <= set(summary)
@@ -154,6 +154,17 @@ def test_the_sweep_holds_every_method_per_dataset_and_level_with_the_champion(re
             champion = sweep["champions"][dataset]
             assert rows["champion"] == rows[champion]
             assert rows["bm3d"]["psnr"] == pytest.approx(30.0 - 10 * level)
+            assert rows["bm3d"]["val_psnr"] == pytest.approx(31.0 - 10 * level)
+            # The stage's table gives the champion's margin over BM3D on the test images and
+            # on the validation images, which settings are chosen by.
+            line = next(
+                line
+                for line in result.stdout.splitlines()
+                if line.split()[:2] == [dataset, noise.level_key(level)]
+            )
+            test_margin = rows["champion"]["psnr"] - rows["bm3d"]["psnr"]
+            val_margin = rows["champion"]["val_psnr"] - rows["bm3d"]["val_psnr"]
+            assert line.split()[-4:] == [f"{test_margin:+.2f}", "dB", f"{val_margin:+.2f}", "dB"]
             # Scores of the stored noisy pixels: a model that subtracts 0.12 loses to one
             # that subtracts nothing at every level.
             if dataset == "gray":

@@ -326,21 +326,26 @@ def log_to_runs(evaluation: Evaluation, metrics_file: Path) -> None:
 
 def format_sweep(sweep: dict) -> str:
     """A text table of the sweep: PSNR / SSIM of the champion, BM3D and the noisy input per
-    dataset and level, and the champion's margin over BM3D."""
-    lines = ["dataset sigma  champion          BM3D              noisy             margin"]
+    dataset and level on the test images, and the champion's PSNR margin over BM3D on the test
+    images and on the validation images (what a setting is chosen by)."""
+    lines = [
+        "dataset sigma  champion          BM3D              noisy             test margin  "
+        "validation margin"
+    ]
     for dataset in catalogue.DATASET_CHANNELS:
         for level, rows in sweep.get(dataset, {}).items():
             cells = [
                 scoring.format_cell(rows[name]) if name in rows else "-"
                 for name in ("champion", "bm3d")
             ]
-            margin = (
-                f"{rows['champion']['psnr'] - rows['bm3d']['psnr']:+.2f} dB"
-                if "bm3d" in rows
+            margins = [
+                f"{rows['champion'][key] - rows['bm3d'][key]:+.2f} dB"
+                if key in rows["champion"] and key in rows.get("bm3d", {})
                 else "-"
-            )
+                for key in ("psnr", "val_psnr")
+            ]
             lines.append(
                 f"{dataset:<7} {level:<6} {cells[0]:<17} {cells[1]:<17} "
-                f"{scoring.format_cell(rows['noisy']):<17} {margin}"
+                f"{scoring.format_cell(rows['noisy']):<17} {margins[0]:<12} {margins[1]}"
             )
     return "\n".join(lines)
