@@ -92,7 +92,7 @@ def test_self_ensemble_of_a_trained_like_model_keeps_shape_and_range_and_average
 
 
 def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(tmp_path):
-    from denoiselab import inference, noise, noise_level
+    from denoiselab import noise, noise_level, padding
 
     keras.utils.set_random_seed(0)
     config = ModelConfig(model="unet", base_filters=4, depth=2, bias=False, noise_map=True)
@@ -105,13 +105,13 @@ def test_a_noise_map_model_is_given_the_level_read_from_each_plane_it_denoises(t
     # What denoise computes is the network given the image and the level estimated from it,
     # through onnxruntime here, in tiles (of 16, with the margins the model needs) or whole.
     mapped = noise_level.with_estimated_map(image)
-    expected = np.clip(inference.predict_padded(model, mapped, 4), 0.0, 1.0)
+    expected = np.clip(padding.predict_padded(model, mapped, 4), 0.0, 1.0)
     np.testing.assert_allclose(denoise.denoise_values(denoiser, image), expected, atol=1e-5)
     tiled = denoise.denoise_values(denoiser, image, tile_size=16)
     np.testing.assert_allclose(tiled, expected, atol=1e-5)
     # Another level in the image, another level in the map: the output follows the estimate.
     louder = noise.add_gaussian_noise(np.full((40, 52, 1), 0.5), 0.2, rng)
-    direct = np.clip(inference.predict_padded(model, noise.with_noise_map(louder, 0.1), 4), 0, 1)
+    direct = np.clip(padding.predict_padded(model, noise.with_noise_map(louder, 0.1), 4), 0, 1)
     assert np.abs(denoise.denoise_values(denoiser, louder) - direct).max() > 1e-4
     # A colour image: each opponent plane with its own level; shape, range and the ensemble.
     colour = noise.add_gaussian_noise(np.full((24, 32, 3), 0.4), 0.1, rng)

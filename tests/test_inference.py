@@ -12,7 +12,13 @@ from denoiselab import inference
 
 @pytest.mark.parametrize(
     ("architecture", "depth", "pixel_unshuffle"),
-    [("cae", 2, False), ("cae", 3, False), ("unet", 3, False), ("unet", 2, True)],
+    [
+        ("cae", 2, False),
+        ("cae", 3, False),
+        ("unet", 2, False),
+        ("unet", 3, False),
+        ("unet", 2, True),
+    ],
 )
 def test_tiled_result_equals_the_untiled_one(architecture, depth, pixel_unshuffle):
     model, config = blur_model(architecture, depth, pixel_unshuffle=pixel_unshuffle)
@@ -29,6 +35,40 @@ def test_tiled_result_equals_the_untiled_one(architecture, depth, pixel_unshuffl
     assert tiled.shape == image.shape
     np.testing.assert_allclose(tiled, whole, atol=1e-5)  # no seam at the tile borders
     assert np.abs(whole - image).mean() > 0.05  # and the model did change the image
+
+
+@pytest.mark.parametrize(
+    ("architecture", "depth", "pixel_unshuffle"),
+    [
+        ("cae", 2, False),
+        ("cae", 3, False),
+        ("unet", 2, False),
+        ("unet", 3, False),
+        ("unet", 2, True),
+    ],
+)
+def test_the_tile_margin_covers_what_each_output_pixel_sees(architecture, depth, pixel_unshuffle):
+    # The blurring model's every weight is positive, so one lit pixel of a black image changes
+    # every output pixel that sees it, however little: how far that reaches is what a tile's
+    # margin must hold. Every position on the pooling grid is tried, as tiles start anywhere.
+    model, config = blur_model(architecture, depth, pixel_unshuffle=pixel_unshuffle)
+    depth = config.downsamplings
+    margin = inference.tile_margin(depth)
+    size = 6 * margin
+    black = np.zeros((1, size, size, 1), np.float32)
+    baseline = np.asarray(model(black, training=False))[0, ..., 0]
+    reach = 0
+    for offset in range(2**depth):
+        lit = black.copy()
+        centre = size // 2 + offset
+        lit[0, centre, centre] = 1.0
+        change = np.asarray(model(lit, training=False))[0, ..., 0] - baseline
+        rows, columns = np.nonzero(change)
+        reach = max(reach, np.abs(rows - centre).max(), np.abs(columns - centre).max())
+    assert reach <= margin
+    if architecture == "unet" and not pixel_unshuffle:
+        # The U-Net's margin is no wider than the pooling grid makes it: no work is wasted.
+        assert reach > margin - 2**depth
 
 
 def test_sizes_off_the_pooling_grid_are_reflect_padded_and_cropped_back():

@@ -1,4 +1,5 @@
-"""Denoising whole images of any size with a trained model: pad, tile, crop back."""
+"""Denoising whole images of any size with a trained model: tiles with enough context that
+no seam shows, each run through :func:`denoiselab.padding.predict_padded`."""
 
 from __future__ import annotations
 
@@ -6,44 +7,24 @@ import math
 
 import numpy as np
 
+from denoiselab import padding
 from denoiselab.errors import UserError
 
 DEFAULT_TILE = 512
-DEFAULT_MARGIN = 48
 
 
 def tile_margin(depth: int) -> int:
     """Context pixels kept around each tile so the tiled result equals the untiled one.
 
-    The project's U-Net sees 13 * 2**depth - 8 pixels across (two 3x3 convolutions and a 2x2
-    pooling per level down, two convolutions per level up, two at the bottleneck; the CAE sees
-    less): half of that on each side. The margin covers it and is a multiple of 2**depth, so
-    each tile's pooling grid lines up with the whole image's. Depth 3 needs 48.
+    An output pixel of the project's U-Net sees up to 7 * 2**depth - 5 input pixels to each
+    side: two 3x3 convolutions see 2 at the bottleneck, and each level above adds its own
+    convolutions and its 2x2 pooling's place on the grid (5) to twice what the level below sees
+    (the CAE sees less). The margin is that reach rounded up to a multiple of 2**depth, so each
+    tile's pooling grid lines up with the whole image's: 24 at depth 2, 56 at depth 3.
     """
     multiple = 2**depth
-    radius = math.ceil((13 * multiple - 8) / 2)
-    return math.ceil(max(radius, DEFAULT_MARGIN) / multiple) * multiple
-
-
-def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pads an HWC image at the bottom and right to sides divisible by ``multiple``."""
-    height, width = image.shape[:2]
-    pad_height = (-height) % multiple
-    pad_width = (-width) % multiple
-    if not pad_height and not pad_width:
-        return image
-    # Reflection needs at least two pixels along an axis; one-pixel images repeat the edge.
-    mode = "reflect" if min(height, width) > 1 else "edge"
-    return np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), mode=mode)
-
-
-def predict_padded(model, image: np.ndarray, multiple: int) -> np.ndarray:
-    """Runs ``model`` on one HWC float image, padding for the model and cropping back."""
-    height, width = image.shape[:2]
-    padded = _pad_to_multiple(image.astype(np.float32, copy=False), multiple)
-    output = model(padded[None], training=False)
-    output = np.asarray(output)[0, :height, :width]
-    return output
+    reach = 7 * multiple - 5
+    return math.ceil(reach / multiple) * multiple
 
 
 def denoise_image(
@@ -70,7 +51,7 @@ def denoise_image(
     tile_size = math.ceil(tile_size / multiple) * multiple
     height, width = image.shape[:2]
     if height <= tile_size + 2 * margin and width <= tile_size + 2 * margin:
-        return np.clip(predict_padded(model, image, multiple), 0.0, 1.0)
+        return np.clip(padding.predict_padded(model, image, multiple), 0.0, 1.0)
     output = None
     for top in range(0, height, tile_size):
         for left in range(0, width, tile_size):
@@ -79,7 +60,7 @@ def denoise_image(
             context_bottom = min(bottom + margin, height)
             context_right = min(right + margin, width)
             tile = image[context_top:context_bottom, context_left:context_right]
-            result = predict_padded(model, tile, multiple)
+            result = padding.predict_padded(model, tile, multiple)
             if output is None:
                 output = np.empty((height, width, result.shape[-1]), np.float32)
             output[top:bottom, left:right] = result[

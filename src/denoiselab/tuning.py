@@ -30,10 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from denoiselab import (
     files,
-    inference,
     models,
     noise,
     noise_level,
+    padding,
     precision,
     studies,
     tracking,
@@ -50,9 +50,9 @@ TRIAL_CODE = (
     precision.__file__,
     training.__file__,
     studies.__file__,
-    inference.__file__,
     noise.__file__,
     noise_level.__file__,  # how a trial is scored: the level read from each validation image
+    padding.__file__,
     __file__,
 )
 
@@ -92,7 +92,7 @@ def whole_image_psnr(
         values = []
         for name, clean in images.clean.items():
             image = noise_level.with_estimated_map(noisy[name]) if noise_map else noisy[name]
-            output = inference.predict_padded(model, image, 2**depth)
+            output = padding.predict_padded(model, image, 2**depth)
             error = np.clip(output.astype(np.float64), 0.0, 1.0) - clean
             values.append(10 * math.log10(1.0 / max(float(np.mean(error**2)), 1e-12)))
         per_level.append(float(np.mean(values)))
