@@ -9,17 +9,17 @@ from conftest import blur_model
 
 from denoiselab import inference
 
+# Every architecture the model registry builds, at the depths it takes.
+ARCHITECTURES = [
+    ("cae", 2, False),
+    ("cae", 3, False),
+    ("unet", 2, False),
+    ("unet", 3, False),
+    ("unet", 2, True),
+]
 
-@pytest.mark.parametrize(
-    ("architecture", "depth", "pixel_unshuffle"),
-    [
-        ("cae", 2, False),
-        ("cae", 3, False),
-        ("unet", 2, False),
-        ("unet", 3, False),
-        ("unet", 2, True),
-    ],
-)
+
+@pytest.mark.parametrize(("architecture", "depth", "pixel_unshuffle"), ARCHITECTURES)
 def test_tiled_result_equals_the_untiled_one(architecture, depth, pixel_unshuffle):
     model, config = blur_model(architecture, depth, pixel_unshuffle=pixel_unshuffle)
     depth = config.downsamplings
@@ -37,16 +37,7 @@ def test_tiled_result_equals_the_untiled_one(architecture, depth, pixel_unshuffl
     assert np.abs(whole - image).mean() > 0.05  # and the model did change the image
 
 
-@pytest.mark.parametrize(
-    ("architecture", "depth", "pixel_unshuffle"),
-    [
-        ("cae", 2, False),
-        ("cae", 3, False),
-        ("unet", 2, False),
-        ("unet", 3, False),
-        ("unet", 2, True),
-    ],
-)
+@pytest.mark.parametrize(("architecture", "depth", "pixel_unshuffle"), ARCHITECTURES)
 def test_the_tile_margin_covers_what_each_output_pixel_sees(architecture, depth, pixel_unshuffle):
     # The blurring model's every weight is positive, so one lit pixel of a black image changes
     # every output pixel that sees it, however little: how far that reaches is what a tile's
