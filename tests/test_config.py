@@ -67,7 +67,7 @@ RESOLVED = {
 # checks the trials' and the final run's whole configs).
 TUNE_TRAIN = {**UNET, "steps_per_execution": 8}
 TUNE = {
-    "n_trials": 5,
+    "n_trials": 3,
     "trial_epochs": 3,
     "trial_budget_s": 55.0,
     "search": {
@@ -75,7 +75,7 @@ TUNE = {
         "base_filters": [16],
         "depth": [2],
         "batch_size": [8],
-        "loss": ["mse", "l1"],
+        "loss": ["l1"],
         "batch_norm": [False],
     },
     "final_epochs": 20,
