@@ -28,6 +28,7 @@ UNET = {
     "fresh_noise": True,
     "noise_sigma_range": [0.0, 0.2],
     "noise_sigma_power": 1.5,
+    "chroma_share": 0.0,
     "augment": True,
     "jit_compile": False,
     "precision": "auto",

@@ -11,7 +11,7 @@ from conftest import blur_model, enter_repo, save_shift_model
 from PIL import Image
 from test_denoise_cli import opponent_shifted, read_output, run_cli, shifted
 
-from denoiselab import denoise, model_store, models, serving, tracking
+from denoiselab import colour, denoise, model_store, models, serving, tracking
 from denoiselab.config import ModelConfig
 from denoiselab.errors import UserError
 
@@ -34,15 +34,15 @@ def keras_denoiser(model, config) -> model_store.Denoiser:
 
 def test_opponent_planes_are_in_range_and_invert_exactly():
     corners = np.array(np.meshgrid([0.0, 1.0], [0.0, 1.0], [0.0, 1.0])).reshape(3, -1).T
-    planes = denoise.to_opponent(corners[None])
+    planes = colour.to_opponent(corners[None])
     assert planes.min() >= 0.0 and planes.max() <= 1.0
     image = np.random.default_rng(0).random((9, 7, 3)).astype(np.float32)
-    np.testing.assert_allclose(denoise.from_opponent(denoise.to_opponent(image)), image, atol=1e-6)
+    np.testing.assert_allclose(colour.from_opponent(colour.to_opponent(image)), image, atol=1e-6)
 
 
 def test_opponent_planes_keep_white_noise_white_and_luminance_the_least_noisy():
     noise = np.random.default_rng(0).normal(0.0, 0.1, (200_000, 3))
-    planes = noise @ denoise.OPPONENT.T
+    planes = noise @ colour.OPPONENT.T
     correlation = np.corrcoef(planes.T)
     np.testing.assert_allclose(correlation, np.eye(3), atol=0.01)
     np.testing.assert_allclose(
@@ -264,7 +264,7 @@ def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
     """With 2 views, blend runs the model as often as opponent does: the opponent planes take
     the image as it is, R, G and B its mirror image."""
     image = np.random.default_rng(3).uniform(0.2, 0.8, (6, 5, 3)).astype(np.float32)
-    opponent_planes = {denoise.to_opponent(image)[..., k].tobytes() for k in range(3)}
+    opponent_planes = {colour.to_opponent(image)[..., k].tobytes() for k in range(3)}
     runs = {"opponent": [], "channels": []}
     seen = set()
 

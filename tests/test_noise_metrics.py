@@ -4,7 +4,7 @@ import zlib
 import numpy as np
 import pytest
 
-from denoiselab import metrics, noise, noise_level
+from denoiselab import colour, metrics, noise, noise_level
 
 
 def test_noise_has_the_requested_statistics():
@@ -104,13 +104,11 @@ def test_clipped_and_noise_free_areas_are_not_taken_for_quiet_ones():
 def test_a_colour_planes_level_leaves_out_what_was_clipped_in_rgb():
     # White areas clip the noise of R, G and B, so a chrominance plane is quiet there though
     # its own values sit mid-range: the RGB image says where.
-    from denoiselab import denoise
-
     clean = np.full((256, 256, 3), 0.45)
     clean[:, :, 0] += 0.2 * np.sin(np.mgrid[0:256, 0:256][1] / 9)
     clean[:, 112:] = 1.0
     noisy = noise.add_gaussian_noise(clean, 0.1, np.random.default_rng(8))
-    chroma = denoise.to_opponent(noisy)[..., [1]]
+    chroma = colour.to_opponent(noisy)[..., [1]]
     diagonal = chroma[0::2, 0::2] - chroma[0::2, 1::2] - chroma[1::2, 0::2] + chroma[1::2, 1::2]
     whole_image = np.median(np.abs(diagonal / 2)) / 0.6745
     # The quiet blocks are the clipped ones unless RGB rules them out; then the whole-image
@@ -122,7 +120,7 @@ def test_a_colour_planes_level_leaves_out_what_was_clipped_in_rgb():
     # The RGB image's blocks, found once, read every plane the same way.
     clipped_in = noise_level.ClippedIn(noisy)
     for plane in range(3):
-        planes = denoise.to_opponent(noisy)[..., [plane]]
+        planes = colour.to_opponent(noisy)[..., [plane]]
         assert noise_level.estimate_sigma(planes, clipped_in) == noise_level.estimate_sigma(
             planes, clipped_in=noisy
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from denoiselab import images, inference, model_store, noise, noise_level
+from denoiselab.colour import from_opponent, to_opponent
 from denoiselab.errors import UserError
 
 COLOUR_TRANSFORMS = ("opponent", "per_channel", "blend")
@@ -22,13 +23,6 @@ SELF_ENSEMBLES = (1, 2, 4, 8)
 # this pivot by Settings.level_exponent (see Settings.map_level).
 LEVEL_PIVOT = 0.1
 LEVEL_EXPONENT_RANGE = (0.5, 2.0)
-# RGB -> one luminance and two chrominance planes, each in [0, 1]. The rows are orthogonal, so
-# white noise of std sigma on R, G and B stays white on each plane, with std sigma / sqrt(3),
-# sigma / sqrt(2) and sigma * sqrt(6) / 4: the luminance, which holds most of the detail, is
-# the least noisy, and the chrominance planes are smooth (CBM3D denoises in such a space).
-OPPONENT = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
-OPPONENT_OFFSET = np.array([0.0, 0.5, 0.5])
-OPPONENT_INVERSE = np.linalg.inv(OPPONENT)
 # The flips and rotations of the self-ensemble, in the order its sizes take them:
 # (quarter turns, mirrored). 2 adds the mirror image, 4 the two that keep the image's
 # orientation too (rotation by 180 degrees, with and without the mirror), 8 all of them.
@@ -126,16 +120,6 @@ def _check_number(key: str, value: object, low: float, high: float) -> None:
 
 
 DEFAULT_SETTINGS = Settings()
-
-
-def to_opponent(image: np.ndarray) -> np.ndarray:
-    """An HWC RGB image in [0, 1] as its three opponent planes, each in [0, 1]."""
-    return (image @ OPPONENT.T + OPPONENT_OFFSET).astype(np.float32)
-
-
-def from_opponent(planes: np.ndarray) -> np.ndarray:
-    """The RGB image of three opponent planes (the inverse of :func:`to_opponent`)."""
-    return ((planes - OPPONENT_OFFSET) @ OPPONENT_INVERSE.T).astype(np.float32)
 
 
 def _geometry(image: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:

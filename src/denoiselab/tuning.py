@@ -8,7 +8,7 @@ measure the evaluate stage chooses champions by), and its trained weights are ke
 that the stage can warm-start its final run from the best trial, whichever process ran it.
 
 Whole images, not the validation patches the training curves use: a network trained on 48-pixel
-crops can learn to lean on the zero padding at their borders, which its receptive field (96
+crops can learn to lean on the zero padding at their borders, which its receptive field (103
 pixels at depth 3) always reaches there and never reaches inside a whole image. One such trial
 led the search with 29.8 dB on patches and scored 29.0 on the whole images, below the plain
 U-Net's 29.1.
@@ -35,6 +35,7 @@ from denoiselab import (
     noise_level,
     padding,
     precision,
+    runner,
     studies,
     tracking,
     training,
@@ -78,6 +79,28 @@ def load_validation_images(prepared: Path, noisy: Path) -> ValidationImages:
             level: files.load_arrays(levels_folder / level / "val_images.npz") for level in levels
         },
     )
+
+
+def load_search_data(
+    prepared: Path, noisy: Path, chroma_from: Path | None, tune: TuneConfig
+) -> tuple[dict, str]:
+    """What the search and its final run train and score on: the training data
+    (:func:`runner.load_training_data`, with the chrominance planes of the colour dataset
+    prepared in ``chroma_from`` where ``tune.train.chroma_share`` draws them), the whole
+    validation images under ``val_images``, and the data hash its study is keyed by."""
+    if not tune.train.chroma_share:
+        chroma_from = None
+    elif chroma_from is None:
+        raise UserError(
+            "tune_unet.train.chroma_share: needs the colour dataset's prepared folder "
+            "(--chroma-from)"
+        )
+    data = runner.load_training_data(prepared, noisy, chroma_from)
+    data["val_images"] = load_validation_images(prepared, noisy)
+    data_hash = data["manifest"]["data_hash"]
+    if chroma_from is not None:
+        data_hash += "+" + data["chroma_manifest"]["data_hash"]
+    return data, data_hash
 
 
 def whole_image_psnr(
@@ -309,7 +332,12 @@ def run_trials(
                 trial, data["val_images"], config.downsamplings, config.noise_map
             )
             dataset = training.make_train_dataset(
-                data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
+                data["clean_train"],
+                None,
+                config,
+                base.noise_sigma,
+                base.seed + trial.number,
+                chroma=data.get("chroma_train"),
             )
             try:
                 rows = training.fit(

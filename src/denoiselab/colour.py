@@ -1,0 +1,32 @@
+"""The opponent colour planes: one luminance and two chrominance planes of an RGB image, the
+space a grayscale model denoises a colour image in (:mod:`denoiselab.denoise`) and the planes
+it can learn from (``chroma_share`` in training)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# RGB -> one luminance and two chrominance planes, each in [0, 1]. The rows are orthogonal, so
+# white noise of std sigma on R, G and B stays white on each plane, with std sigma / sqrt(3),
+# sigma / sqrt(2) and sigma * sqrt(6) / 4: the luminance, which holds most of the detail, is
+# the least noisy, and the chrominance planes are smooth (CBM3D denoises in such a space).
+OPPONENT = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
+OPPONENT_OFFSET = np.array([0.0, 0.5, 0.5])
+OPPONENT_INVERSE = np.linalg.inv(OPPONENT)
+
+
+def to_opponent(image: np.ndarray) -> np.ndarray:
+    """An HWC RGB image in [0, 1] as its three opponent planes, each in [0, 1]."""
+    return (image @ OPPONENT.T + OPPONENT_OFFSET).astype(np.float32)
+
+
+def from_opponent(planes: np.ndarray) -> np.ndarray:
+    """The RGB image of three opponent planes (the inverse of :func:`to_opponent`)."""
+    return ((planes - OPPONENT_OFFSET) @ OPPONENT_INVERSE.T).astype(np.float32)
+
+
+def chroma_planes(images: np.ndarray) -> np.ndarray:
+    """The two chrominance planes of NHWC RGB images as 2N one-channel images (each image's
+    first plane, then its second), in [0, 1] around 0.5."""
+    planes = to_opponent(images)[..., 1:]
+    return np.moveaxis(planes, -1, 1).reshape(-1, *images.shape[1:-1], 1)
