@@ -161,6 +161,7 @@ RERUNS = {
     "training.py": {"train", "tune_unet"},
     "runner.py": {"train", "tune_unet"},
     "tuning.py": {"tune_unet"},
+    "colour.py": {"train", "tune_unet", "evaluate"},
 }
 
 
