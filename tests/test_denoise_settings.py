@@ -171,6 +171,8 @@ def test_the_level_map_holds_the_level_read_bent_by_the_level_exponent(sigma):
         ({"opponent_weight": True}, "denoise.opponent_weight: must be a number"),
         ({"level_exponent": 3}, r"denoise.level_exponent: must be a number in \[0.5, 2.0\]"),
         ({"level_exponent": "1"}, "denoise.level_exponent: must be a number"),
+        ({"chroma_gain": 0}, r"denoise.chroma_gain: must be a number in \[0.25, 4.0\]"),
+        ({"chroma_gain": False}, "denoise.chroma_gain: must be a number"),
     ],
 )
 def test_bad_settings_name_the_key(values, message):
@@ -293,6 +295,53 @@ def test_blend_shares_the_self_ensemble_views_between_its_two_colour_bases(
     assert runs == {"opponent": opponent_views, "channels": channel_views}
     assert len(seen) == 1
     np.testing.assert_allclose(result, image, atol=1e-6)
+
+
+@pytest.mark.parametrize("gain", [1.0, 1.5, 0.5])
+def test_the_chroma_gain_stretches_the_chrominance_planes_the_model_sees(gain):
+    image = np.random.default_rng(4).uniform(0.3, 0.7, (6, 5, 3)).astype(np.float32)
+    planes = colour.to_opponent(image)
+    seen = []
+
+    def run(values, geometries, clipped_in):
+        seen.append(values[..., 0])
+        return values - 0.01
+
+    settings = denoise.Settings(chroma_gain=gain)
+    result = denoise.colour_by_planes(run, image, settings)
+    # The luminance as it is, the chrominance stretched about 0.5.
+    np.testing.assert_allclose(seen[0], planes[..., 0], atol=1e-6)
+    np.testing.assert_allclose(
+        seen[1:], np.moveaxis(0.5 + gain * (planes[..., 1:] - 0.5), -1, 0), atol=1e-6
+    )
+    # Shrunk back: what the model takes off a chrominance plane counts 1 / gain times.
+    expected = colour.from_opponent(planes - np.array([0.01, 0.01 / gain, 0.01 / gain]))
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_the_chroma_gain_is_a_setting_only_where_opponent_planes_are_denoised():
+    assert "chroma_gain" not in denoise.Settings(chroma_gain=1.0).in_effect()
+    assert denoise.Settings(chroma_gain=1.5).in_effect()["chroma_gain"] == 1.5
+    assert "chroma_gain" in denoise.Settings("blend", chroma_gain=1.5).in_effect()
+    assert "chroma_gain" not in denoise.Settings("per_channel", chroma_gain=1.5).in_effect()
+
+
+def test_the_chroma_gain_comes_from_params_yaml_or_the_option(repo, small_shift_dir):
+    pixels = mid_range_rgb(repo / "photo.png")
+    (repo / "params.yaml").write_text("denoise:\n  chroma_gain: 2\n")
+    command = ["denoise", repo / "photo.png", "-o", repo / "a", "--model", small_shift_dir]
+    assert run_cli(*command) == 0
+    halved = colour.from_opponent(
+        colour.to_opponent(pixels / 255)
+        - np.array([SMALL_SHIFT, SMALL_SHIFT / 2, SMALL_SHIFT / 2])
+    )
+    np.testing.assert_allclose(read_output(repo / "a" / "photo.png")[1], halved * 255, atol=1)
+    # The option wins over params.yaml: gain 1 is the plain opponent planes.
+    command = ["denoise", repo / "photo.png", "-o", repo / "b", "--model", small_shift_dir]
+    assert run_cli(*command, "--chroma-gain", "1") == 0
+    np.testing.assert_allclose(
+        read_output(repo / "b" / "photo.png")[1], opponent_shifted(pixels, SMALL_SHIFT), atol=1
+    )
 
 
 def test_an_opponent_weight_without_blend_is_warned_about(repo, small_shift_dir, capsys):

@@ -35,8 +35,8 @@ models/unet_rgb, else the grayscale champion); stderr names the model of each ki
 plane, in the opponent colour space (one luminance, two chrominance planes), channel by
 channel, or both, averaged (--colour-transform); a colour model gets a grayscale image
 repeated to 3 channels and its output converted back to grayscale. --colour-transform,
---opponent-weight and --self-ensemble default to the denoise section of the repository's
-params.yaml, what the evaluate stage scored.
+--opponent-weight, --level-exponent, --chroma-gain and --self-ensemble default to the
+denoise section of the repository's params.yaml, what the evaluate stage scored.
 Palette and CMYK images come out as RGB. The ICC profile and EXIF orientation carry over.
 Large images are denoised in overlapping tiles, so memory stays bounded.
 Exit status: 0 when every image was written, 1 when any input could not be read or
@@ -131,7 +131,13 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
         if section is not None and not isinstance(section, dict):
             raise UserError(f"{params_file}: denoise: must be a mapping of keys to values")
         values = dict(section or {})
-    for key in ("colour_transform", "self_ensemble", "opponent_weight", "level_exponent"):
+    for key in (
+        "colour_transform",
+        "self_ensemble",
+        "opponent_weight",
+        "level_exponent",
+        "chroma_gain",
+    ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = denoise.Settings.from_mapping(values)
@@ -370,6 +376,13 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
         help="a model with a noise level map gets 0.1 * (read / 0.1) ** this for the level "
         "read from each image, in [0.5, 2]; 1 gives it the level as read "
         "(default: params.yaml's denoise.level_exponent)",
+    )
+    command.add_argument(
+        "--chroma-gain",
+        type=_number_in(0.25, 4),
+        help="a grayscale model's two chrominance planes of a colour image are stretched by "
+        "this about their mid-range before it denoises them, in [0.25, 4]; 1 leaves them as "
+        "they are (default: params.yaml's denoise.chroma_gain)",
     )
     command.add_argument(
         "--self-ensemble",

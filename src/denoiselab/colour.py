@@ -25,6 +25,16 @@ def from_opponent(planes: np.ndarray) -> np.ndarray:
     return ((planes - OPPONENT_OFFSET) @ OPPONENT_INVERSE.T).astype(np.float32)
 
 
+def stretch_chroma(planes: np.ndarray, gain: float) -> np.ndarray:
+    """Opponent planes with the two chrominance planes stretched by ``gain`` about their
+    mid-range 0.5 (``1 / gain`` undoes it); the luminance plane as it is."""
+    if gain == 1:
+        return planes
+    stretched = planes.copy()
+    stretched[..., 1:] = OPPONENT_OFFSET[1:] + gain * (planes[..., 1:] - OPPONENT_OFFSET[1:])
+    return stretched
+
+
 def chroma_planes(images: np.ndarray) -> np.ndarray:
     """The two chrominance planes of NHWC RGB images as 2N one-channel images (each image's
     first plane, then its second), in [0, 1] around 0.5."""

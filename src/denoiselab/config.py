@@ -406,6 +406,10 @@ class DenoiseConfig(Section):
     # A model with a noise level map gets 0.1 * (read / 0.1) ** level_exponent for the level
     # read from the image (denoise.Settings.map_level); 1 = the level as read.
     level_exponent: Annotated[float, interval(0.5, 2)] = 1.0
+    # A grayscale model's two opponent chrominance planes are stretched by this about their
+    # mid-range before it denoises them, and shrunk back after (denoise.Settings); 1 = as they
+    # are.
+    chroma_gain: Annotated[float, interval(0.25, 4)] = 1.0
 
 
 class PlotConfig(Section):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from denoiselab import images, inference, model_store, noise, noise_level
-from denoiselab.colour import from_opponent, to_opponent
+from denoiselab.colour import from_opponent, stretch_chroma, to_opponent
 from denoiselab.errors import UserError
 
 COLOUR_TRANSFORMS = ("opponent", "per_channel", "blend")
@@ -23,6 +23,7 @@ SELF_ENSEMBLES = (1, 2, 4, 8)
 # this pivot by Settings.level_exponent (see Settings.map_level).
 LEVEL_PIVOT = 0.1
 LEVEL_EXPONENT_RANGE = (0.5, 2.0)
+CHROMA_GAIN_RANGE = (0.25, 4.0)
 # The flips and rotations of the self-ensemble, in the order its sizes take them:
 # (quarter turns, mirrored). 2 adds the mirror image, 4 the two that keep the image's
 # orientation too (rotation by 180 degrees, with and without the mirror), 8 all of them.
@@ -49,13 +50,16 @@ class Settings:
     result's weight in [0, 1]; the per-channel one gets the rest) and ``self_ensemble`` (how
     many of GEOMETRIES are averaged, one of SELF_ENSEMBLES; ``blend`` shares them between its
     two colour bases, see :func:`colour_by_planes`) and ``level_exponent`` (how the level read
-    from an image is bent before a model's noise level map gets it, see :meth:`map_level`).
+    from an image is bent before a model's noise level map gets it, see :meth:`map_level`)
+    and ``chroma_gain`` (how much a grayscale model's opponent chrominance planes are
+    stretched about their mid-range before it denoises them, and shrunk back after).
     params.yaml's ``denoise`` section holds them."""
 
     colour_transform: str = "opponent"
     self_ensemble: int = 1
     opponent_weight: float = 0.5
     level_exponent: float = 1.0
+    chroma_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.colour_transform not in COLOUR_TRANSFORMS:
@@ -70,6 +74,7 @@ class Settings:
             )
         _check_number("opponent_weight", self.opponent_weight, 0, 1)
         _check_number("level_exponent", self.level_exponent, *LEVEL_EXPONENT_RANGE)
+        _check_number("chroma_gain", self.chroma_gain, *CHROMA_GAIN_RANGE)
 
     @classmethod
     def from_mapping(cls, values: dict) -> Settings:
@@ -102,13 +107,16 @@ class Settings:
 
     def in_effect(self) -> dict:
         """The settings that change what a model computes: ``opponent_weight`` only where it
-        is the opponent share (``blend``), ``level_exponent`` only where it bends the level
-        (not 1, so versions scored before it existed compete with those scored at 1)."""
+        is the opponent share (``blend``), ``level_exponent`` and ``chroma_gain`` only where
+        they change something (not 1, so versions scored before they existed compete with
+        those scored at 1; the gain only with opponent planes)."""
         values = self.as_dict()
         if self.colour_transform in _FIXED_OPPONENT_SHARES:
             del values["opponent_weight"]
         if self.level_exponent == 1:
             del values["level_exponent"]
+        if self.chroma_gain == 1 or self.opponent_share == 0:
+            del values["chroma_gain"]
         return values
 
 
@@ -231,7 +239,8 @@ def colour_by_planes(
     clipped_in = noise_level.ClippedIn(image)
     if opponent_share > 0:
         opponent_run = functools.partial(run, geometries=opponent_views, clipped_in=clipped_in)
-        planes = _by_planes(opponent_run, to_opponent(image))
+        planes = stretch_chroma(to_opponent(image), settings.chroma_gain)
+        planes = stretch_chroma(_by_planes(opponent_run, planes), 1 / settings.chroma_gain)
         opponent = np.clip(from_opponent(planes), 0.0, 1.0)
         result = result + opponent_share * opponent.astype(np.float64)
     if opponent_share < 1:
