@@ -7,7 +7,7 @@ from pathlib import Path
 
 from denoiselab import runner, tracking
 from denoiselab.config import load_params
-from denoiselab.errors import UserError, stage_main
+from denoiselab.errors import stage_main
 
 
 def main() -> None:
@@ -25,11 +25,6 @@ def main() -> None:
 
     params = load_params(args.params)
     config = params.model_section(args.section)
-    if config.chroma_share:
-        raise UserError(
-            f"{args.section}.chroma_share: only the tune_unet stage trains on chrominance "
-            f"planes (tune_unet.train.chroma_share); set it to 0 here"
-        )
     tracking.check_store()
     data = runner.load_training_data(args.prepared, args.noisy)
     runner.train_tracked(

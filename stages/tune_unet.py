@@ -20,12 +20,6 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--noisy", type=Path, required=True)
-    parser.add_argument(
-        "--chroma-from",
-        type=Path,
-        help="a colour dataset's prepared folder, whose chrominance planes "
-        "tune_unet.train.chroma_share draws from",
-    )
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--best", type=Path, required=True, help="JSON file for the best params")
@@ -34,7 +28,9 @@ def main() -> None:
     params = load_params(args.params)
     tracking.check_store()
     tune, base = params.tune_unet, params.base
-    data, data_hash = tuning.load_search_data(args.prepared, args.noisy, args.chroma_from, tune)
+    data = runner.load_training_data(args.prepared, args.noisy)
+    data["val_images"] = tuning.load_validation_images(args.prepared, args.noisy)
+    data_hash = data["manifest"]["data_hash"]
     root = paths.repo_root()
     study = tuning.study_for(tune, base, data_hash, root, seed=base.seed)
     folder = tuning.weights_folder(root, study.study_name)

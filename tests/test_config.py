@@ -28,7 +28,6 @@ UNET = {
     "fresh_noise": True,
     "noise_sigma_range": [0.0, 0.2],
     "noise_sigma_power": 1.5,
-    "chroma_share": 0.0,
     "augment": True,
     "jit_compile": False,
     "precision": "auto",
@@ -203,8 +202,6 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("tune_unet.train", "epochs", 4, "tune_unet.train.epochs is set by each trial"),
         ("tune_unet.train", "depth", 2, "tune_unet.train.depth is set by each trial"),
         ("tune_unet.train", "residual", "no", "tune_unet.train.residual must be true or"),
-        ("tune_unet.train", "chroma_share", 1.0, "tune_unet.train.chroma_share must be in [0, 1)"),
-        ("train_cae", "chroma_share", 0.2, "train_cae.chroma_share needs fresh_noise: true"),
         (
             "prepare",
             "patch_size",

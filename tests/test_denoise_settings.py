@@ -40,17 +40,6 @@ def test_opponent_planes_are_in_range_and_invert_exactly():
     np.testing.assert_allclose(colour.from_opponent(colour.to_opponent(image)), image, atol=1e-6)
 
 
-def test_chroma_planes_are_each_images_two_chrominance_planes():
-    rgb = np.random.default_rng(2).random((3, 8, 8, 3)).astype(np.float32)
-    planes = colour.chroma_planes(rgb)
-    assert planes.shape == (6, 8, 8, 1)
-    np.testing.assert_array_equal(planes[2, ..., 0], colour.to_opponent(rgb[1])[..., 1])
-    np.testing.assert_array_equal(planes[3, ..., 0], colour.to_opponent(rgb[1])[..., 2])
-    # A gray image has no chrominance: both planes sit at their mid-range 0.5.
-    gray = np.repeat(rgb[..., :1], 3, axis=-1)
-    np.testing.assert_allclose(colour.chroma_planes(gray), 0.5, atol=1e-6)
-
-
 def test_opponent_planes_keep_white_noise_white_and_luminance_the_least_noisy():
     noise = np.random.default_rng(0).normal(0.0, 0.1, (200_000, 3))
     planes = noise @ colour.OPPONENT.T

@@ -17,7 +17,6 @@ import yaml
 from optuna.trial import TrialState
 
 from denoiselab import config, files, noise, studies, tuning
-from denoiselab.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_NAME = re.compile(r"^unet_tune-[0-9a-f]{12}$")
@@ -277,7 +276,6 @@ def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with(
         "pixel_unshuffle": False,
         "noise_map": True,
         "noise_sigma_power": 1.5,
-        "chroma_share": 0.0,
         "lr_schedule": "cosine",
         "crop_size": 48,
         "fresh_noise": True,
@@ -425,26 +423,3 @@ def test_a_search_of_one_depth_queues_no_trial():
     study = optuna.create_study(direction="maximize")
     tuning.enqueue_every_depth(study, tune)
     assert study.trials == []
-
-
-def test_the_search_draws_chrominance_planes_only_when_asked_and_keys_its_study_by_them(
-    tmp_path,
-):
-    write_data(tmp_path)
-    rgb = np.random.default_rng(1).random((5, 16, 16, 3)).astype(np.float32)
-    colour_folder = tmp_path / "data/colour/prepared"
-    files.save_arrays(colour_folder / "train.npz", {"patches": rgb})
-    files.write_json(colour_folder / "manifest.json", {"data_hash": "rgb", "channels": 3})
-    gray = (tmp_path / "data/gray/prepared", tmp_path / "data/gray/noisy")
-    params = tiny_params()
-    plain = config.parse_params(params).tune_unet
-    data, data_hash = tuning.load_search_data(*gray, colour_folder, plain)
-    assert "chroma_train" not in data and data_hash == "tiny"
-    params["tune_unet"]["train"]["chroma_share"] = 0.25
-    mixed = config.parse_params(params).tune_unet
-    data, data_hash = tuning.load_search_data(*gray, colour_folder, mixed)
-    assert data["chroma_train"].shape == (10, 16, 16, 1)
-    # Other colour patches are another search: a study of the old ones is not reused.
-    assert data_hash == "tiny+rgb"
-    with pytest.raises(UserError, match=r"^tune_unet\.train\.chroma_share: .*--chroma-from"):
-        tuning.load_search_data(*gray, None, mixed)

@@ -1,18 +1,9 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
-import yaml
-from conftest import TRAIN_STAGE, train_unet_args
 
-from denoiselab import colour, models, training
+from denoiselab import models, training
 from denoiselab.config import TrainConfig
-from denoiselab.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def smooth_patches(count, size=16, seed=0):
@@ -249,59 +240,3 @@ def test_skipping_batches_continues_the_stream():
     whole = [noisy.numpy() for noisy, _ in dataset.take(5)]
     continued = [noisy.numpy() for noisy, _ in dataset.skip(3).take(2)]
     np.testing.assert_array_equal(np.stack(continued), np.stack(whole[3:]))
-
-
-def test_chroma_share_mixes_that_share_of_chrominance_planes_into_the_draws():
-    # Gray patches at 0.9, chrominance planes at 0.5: each clean patch of a batch says its pool.
-    gray = np.full((10, 16, 16, 1), 0.9, np.float32)
-    rgb = np.random.default_rng(0).random((6, 16, 16, 3)).astype(np.float32)
-    chroma = colour.chroma_planes(rgb)
-    config = tiny_config(batch_size=400, augment=False, chroma_share=0.25)
-    _, clean = next(iter(training.make_train_dataset(gray, None, config, 0.1, 0, chroma=chroma)))
-    from_chroma = np.abs(clean.numpy().mean(axis=(1, 2, 3)) - 0.9) > 1e-6
-    assert np.mean(from_chroma) == pytest.approx(0.25, abs=0.06)
-    # The chrominance patches are the planes themselves, every one of the 12 taken.
-    taken = {patch.tobytes() for patch in clean.numpy()[from_chroma]}
-    assert taken == {plane.tobytes() for plane in chroma}
-    # Without a share, the draws are the gray patches' alone, in the order they always were.
-    order = training.mixed_draw_order(10, 12, 0.0, 50, seed=3)
-    np.testing.assert_array_equal(order, training.draw_order(10, 50, seed=3))
-
-
-def test_mixed_draws_take_every_patch_of_a_pool_before_any_twice():
-    order = training.mixed_draw_order(7, 5, 0.4, 200, seed=1)
-    gray, extra = order[order < 7], order[order >= 7] - 7
-    assert extra.max() < 5 and len(extra) > 50
-    for pool, count in ((gray, 7), (extra, 5)):
-        first_pass = pool[:count]
-        assert sorted(first_pass) == list(range(count))
-
-
-def test_chroma_share_without_chrominance_planes_names_the_key():
-    config = tiny_config(chroma_share=0.25)
-    with pytest.raises(UserError, match="chroma_share"):
-        training.make_train_dataset(smooth_patches(4), None, config, 0.1, 0)
-    with pytest.raises(ValueError, match="chroma_share"):
-        tiny_config(chroma_share=1.0)
-
-
-def test_a_training_stage_refuses_a_chroma_share_it_has_no_planes_for(tmp_path):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train_unet"] = {"chroma_share": 0.2}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        [sys.executable, TRAIN_STAGE, "--params", str(tmp_path / "params.yaml")]
-        + train_unet_args(str(tmp_path / "history.json")),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    # TensorFlow's start-up lines come first; the error is one line, with no traceback.
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: train_unet.chroma_share: only the tune_unet stage trains on chrominance planes "
-        "(tune_unet.train.chroma_share); set it to 0 here"
-    )
-    assert not (tmp_path / "models").exists()

@@ -316,14 +316,17 @@ def _tune_worker(args: argparse.Namespace) -> int:
     if args.storage is not None and not is_storage(args.storage):
         raise UserError(f"--storage {STORAGE_RULE}, got {args.storage!r}")
     _import_keras()
-    from denoiselab import studies, tuning
+    from denoiselab import runner, studies, tuning
 
     params = load_params(args.params)
     tune, base = params.tune_unet, params.base
-    data, data_hash = tuning.load_search_data(args.prepared, args.noisy, args.chroma_from, tune)
+    data = runner.load_training_data(args.prepared, args.noisy)
+    data["val_images"] = tuning.load_validation_images(args.prepared, args.noisy)
     root = paths.repo_root()
     try:
-        study = tuning.study_for(tune, base, data_hash, root, args.storage, args.study)
+        study = tuning.study_for(
+            tune, base, data["manifest"]["data_hash"], root, args.storage, args.study
+        )
         ran = tuning.work(study, tune, base, data, root, args.n_trials)
     except ConnectionError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -488,13 +491,6 @@ def build_parser() -> argparse.ArgumentParser:
     # The folders dvc.yaml passes to the tune_unet stage.
     worker.add_argument("--prepared", type=Path, default=paths.prepared_folder("gray"))
     worker.add_argument("--noisy", type=Path, default=paths.noisy_folder("gray"))
-    worker.add_argument(
-        "--chroma-from",
-        type=Path,
-        default=paths.prepared_folder("colour"),
-        help="the colour dataset whose chrominance planes tune_unet.train.chroma_share draws "
-        "from (default: %(default)s)",
-    )
     worker.add_argument(
         "--n-trials",
         type=_positive_int,

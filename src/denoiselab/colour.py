@@ -1,6 +1,5 @@
 """The opponent colour planes: one luminance and two chrominance planes of an RGB image, the
-space a grayscale model denoises a colour image in (:mod:`denoiselab.denoise`) and the planes
-it can learn from (``chroma_share`` in training)."""
+space a grayscale model denoises a colour image in (:mod:`denoiselab.denoise`)."""
 
 from __future__ import annotations
 
@@ -33,10 +32,3 @@ def stretch_chroma(planes: np.ndarray, gain: float) -> np.ndarray:
     stretched = planes.copy()
     stretched[..., 1:] = OPPONENT_OFFSET[1:] + gain * (planes[..., 1:] - OPPONENT_OFFSET[1:])
     return stretched
-
-
-def chroma_planes(images: np.ndarray) -> np.ndarray:
-    """The two chrominance planes of NHWC RGB images as 2N one-channel images (each image's
-    first plane, then its second), in [0, 1] around 0.5."""
-    planes = to_opponent(images)[..., 1:]
-    return np.moveaxis(planes, -1, 1).reshape(-1, *images.shape[1:-1], 1)

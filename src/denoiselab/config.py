@@ -273,11 +273,6 @@ class TrainConfig(NetworkConfig):
     # with u uniform in [0, 1]; 1 is uniform, above 1 draws more low levels, where one blind
     # model trails most (Gnanasambandam and Chan, ICML 2020).
     noise_sigma_power: Annotated[float, interval(0.25, 4)] = 1.0
-    # The share of training draws that take a chrominance plane of a colour training patch
-    # (colour.chroma_planes: what a grayscale model denoises in a colour image besides its
-    # luminance) instead of a grayscale patch; 0: grayscale patches only. Only the tune_unet
-    # stage has colour patches to draw from.
-    chroma_share: Annotated[float, interval(0, 1, False, True)] = 0.0
     augment: bool = True
     jit_compile: bool = False
     precision: Precision = "auto"
@@ -296,9 +291,6 @@ class TrainConfig(NetworkConfig):
         if self.noise_map and self.noise_sigma_range is None:
             rule = "needs noise_sigma_range (a model trained at one level has nothing to map)"
             _refuse("noise_map", rule, self.noise_map)
-        if self.chroma_share and not self.fresh_noise:
-            rule = "needs fresh_noise: true (the chrominance planes are noised while training)"
-            _refuse("chroma_share", rule, self.chroma_share)
         if self.noise_sigma_range is not None and not self.fresh_noise:
             rule = "needs fresh_noise: true (the noise is drawn while training)"
             _refuse("noise_sigma_range", rule, self.noise_sigma_range)

@@ -10,40 +10,29 @@ from pathlib import Path
 
 import numpy as np
 
-from denoiselab import colour, distribute, files, models, precision, tracking, training
+from denoiselab import distribute, files, models, precision, tracking, training
 from denoiselab.config import BaseConfig, ModelConfig, TrainConfig, flat_dict, to_dict
-from denoiselab.errors import UserError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ROOT = Path("checkpoints")
 
 
-def load_training_data(prepared: Path, noisy: Path, chroma_from: Path | None = None) -> dict:
+def load_training_data(prepared: Path, noisy: Path) -> dict:
     """The training and validation patches of one dataset (gray or colour) and its manifest,
-    whose ``channels`` the models trained on it take; with ``chroma_from`` (a colour dataset's
-    prepared folder), also the chrominance planes of its training patches under
-    ``chroma_train``, which ``chroma_share`` draws from, and its manifest under
-    ``chroma_manifest``."""
+    whose ``channels`` the models trained on it take."""
     manifest = files.read_json(prepared / "manifest.json")
     clean_train = files.load_arrays(prepared / "train.npz")["patches"]
     clean_val = files.load_arrays(prepared / "val.npz")["patches"]
     noisy_train = files.load_arrays(noisy / "train.npz")["patches"]
     noisy_val = files.load_arrays(noisy / "val.npz")["patches"]
-    data = {
+    return {
         "manifest": manifest,
         "clean_train": clean_train,
         "noisy_train": noisy_train,
         "clean_val": clean_val,
         "noisy_val": noisy_val,
     }
-    if chroma_from is not None:
-        data["chroma_manifest"] = files.read_json(chroma_from / "manifest.json")
-        patches = files.load_arrays(chroma_from / "train.npz")["patches"]
-        if patches.shape[-1] != 3:
-            raise UserError(f"{chroma_from}: not a colour dataset (chroma_share needs RGB)")
-        data["chroma_train"] = colour.chroma_planes(patches)
-    return data
 
 
 def checkpoint_dir(stage: str, payload: dict) -> Path:
@@ -69,12 +58,7 @@ def _train(
         if initial_weights is not None:
             model.set_weights(initial_weights)
     dataset = training.make_train_dataset(
-        data["clean_train"],
-        data["noisy_train"],
-        config,
-        base.noise_sigma,
-        base.seed,
-        chroma=data.get("chroma_train"),
+        data["clean_train"], data["noisy_train"], config, base.noise_sigma, base.seed
     )
     rows = training.fit(
         model,

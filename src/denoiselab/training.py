@@ -63,36 +63,13 @@ def _augment(image: tf.Tensor, seed: tf.Tensor, crop_size: int | None, augment: 
     return image
 
 
-def draw_order(count: int, draws: int, seed: int, stream: int | None = None) -> np.ndarray:
+def draw_order(count: int, draws: int, seed: int) -> np.ndarray:
     """Which of ``count`` patches each of ``draws`` draws takes: a new permutation per pass over
-    the patches, from ``seed`` (and ``stream``, for a second, independent order) alone."""
+    the patches, from ``seed`` alone."""
     passes = -(-draws // count)
-    tail = [] if stream is None else [stream]
     return np.concatenate(
-        [np.random.default_rng([seed, index, *tail]).permutation(count) for index in range(passes)]
+        [np.random.default_rng([seed, index]).permutation(count) for index in range(passes)]
     )[:draws]
-
-
-# The streams of mixed_draw_order's second pool and of its choice between the pools.
-_EXTRA_ORDER, _EXTRA_CHOICE = 1, 2
-
-
-def mixed_draw_order(
-    count: int, extra_count: int, extra_share: float, draws: int, seed: int
-) -> np.ndarray:
-    """Like :func:`draw_order` over ``count`` patches followed by ``extra_count`` more, each
-    draw taking one of the extra ones with probability ``extra_share``; each pool is drawn in
-    its own passes, so every patch of a pool is taken before any is taken twice. With no
-    share, exactly :func:`draw_order`'s order."""
-    if not extra_share:
-        return draw_order(count, draws, seed)
-    extra = np.random.default_rng([seed, _EXTRA_CHOICE]).random(draws) < extra_share
-    order = np.empty(draws, np.int64)
-    order[~extra] = draw_order(count, int(np.count_nonzero(~extra)), seed)
-    order[extra] = count + draw_order(
-        extra_count, int(np.count_nonzero(extra)), seed, stream=_EXTRA_ORDER
-    )
-    return order
 
 
 def validation_levels(noise_range: tuple[float, float]) -> tuple[float, ...]:
@@ -141,14 +118,8 @@ def make_train_dataset(
     config: TrainConfig,
     sigma: float,
     seed: int,
-    chroma: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Endless, shuffled (noisy, clean) batches of NHWC float32 patches.
-
-    With ``config.chroma_share`` that share of the draws takes one of the one-channel
-    ``chroma`` patches (:func:`colour.chroma_planes` of colour training patches) instead of
-    one of ``clean``: a grayscale model also learns the smooth, low-contrast planes it
-    denoises in a colour image.
 
     With ``fresh_noise`` each drawn patch gets new clipped Gaussian noise (a fresh draw every
     epoch, reproducible from ``seed``) of std ``sigma``, or, with ``noise_sigma_range``, of a
@@ -164,23 +135,15 @@ def make_train_dataset(
     by skipping the batches its finished steps took (see :func:`fit`).
     """
     channels = clean.shape[-1]
-    extra = np.zeros((0, *clean.shape[1:]), clean.dtype)
-    if config.chroma_share:
-        if chroma is None or not len(chroma) or channels != 1:
-            raise UserError(
-                "chroma_share: needs a grayscale model and the chrominance planes of colour "
-                "training patches (only the tune_unet stage gives them)"
-            )
-        extra = chroma.astype(clean.dtype)
     if config.fresh_noise:
-        source = np.concatenate([clean, extra]) if len(extra) else clean
+        source = clean
     else:
         if noisy is None:
             raise UserError("fixed-noise training needs the noisy patches from add_noise")
         source = np.concatenate([noisy, clean], axis=-1)
     patches = tf.constant(source)
     draws = config.epochs * config.steps_per_epoch * config.batch_size
-    order = mixed_draw_order(len(clean), len(extra), config.chroma_share, draws, seed)
+    order = draw_order(len(source), draws, seed)
     dataset = tf.data.Dataset.from_tensor_slices(order).repeat().enumerate()
 
     def make_pair(index, patch_index):

@@ -35,7 +35,6 @@ from denoiselab import (
     noise_level,
     padding,
     precision,
-    runner,
     studies,
     tracking,
     training,
@@ -79,28 +78,6 @@ def load_validation_images(prepared: Path, noisy: Path) -> ValidationImages:
             level: files.load_arrays(levels_folder / level / "val_images.npz") for level in levels
         },
     )
-
-
-def load_search_data(
-    prepared: Path, noisy: Path, chroma_from: Path | None, tune: TuneConfig
-) -> tuple[dict, str]:
-    """What the search and its final run train and score on: the training data
-    (:func:`runner.load_training_data`, with the chrominance planes of the colour dataset
-    prepared in ``chroma_from`` where ``tune.train.chroma_share`` draws them), the whole
-    validation images under ``val_images``, and the data hash its study is keyed by."""
-    if not tune.train.chroma_share:
-        chroma_from = None
-    elif chroma_from is None:
-        raise UserError(
-            "tune_unet.train.chroma_share: needs the colour dataset's prepared folder "
-            "(--chroma-from)"
-        )
-    data = runner.load_training_data(prepared, noisy, chroma_from)
-    data["val_images"] = load_validation_images(prepared, noisy)
-    data_hash = data["manifest"]["data_hash"]
-    if chroma_from is not None:
-        data_hash += "+" + data["chroma_manifest"]["data_hash"]
-    return data, data_hash
 
 
 def whole_image_psnr(
@@ -332,12 +309,7 @@ def run_trials(
                 trial, data["val_images"], config.downsamplings, config.noise_map
             )
             dataset = training.make_train_dataset(
-                data["clean_train"],
-                None,
-                config,
-                base.noise_sigma,
-                base.seed + trial.number,
-                chroma=data.get("chroma_train"),
+                data["clean_train"], None, config, base.noise_sigma, base.seed + trial.number
             )
             try:
                 rows = training.fit(
