@@ -88,14 +88,19 @@ def test_blind_dataset_draws_levels_by_the_power():
 
 def test_a_blind_model_is_validated_at_each_quarter_of_its_range():
     assert training.validation_levels((0.0, 0.2)) == (0.05, 0.1, 0.15, 0.2)
-    clean = np.full((3, 16, 16, 1), 0.5, np.float32)
+    clean = np.full((8, 32, 32, 1), 0.5, np.float32)
     fixed = clean + 0.1
     noisy, target = training.validation_data(clean, fixed, None, seed=0)
     assert noisy is fixed and target is clean
     noisy, target = training.validation_data(clean, fixed, (0.0, 0.2), seed=0)
-    assert noisy.shape == target.shape == (12, 16, 16, 1)
-    stds = [float(np.std(noisy[index * 3 : index * 3 + 3] - 0.5)) for index in range(4)]
+    # Each patch once, the levels in turn: a quarter of the patches at each.
+    assert noisy.shape == target.shape == (8, 32, 32, 1)
+    stds = [float(np.std(noisy[index::4] - 0.5)) for index in range(4)]
     np.testing.assert_allclose(stds, [0.05, 0.1, 0.15, 0.2], rtol=0.1)
+    # Fewer patches than levels: every level still gets one.
+    noisy, target = training.validation_data(clean[:3], fixed[:3], (0.0, 0.2), seed=0)
+    assert noisy.shape == target.shape == (4, 32, 32, 1)
+    assert float(np.std(noisy[3] - 0.5)) == pytest.approx(0.2, rel=0.1)
 
 
 def test_a_noise_map_carries_each_patchs_own_level():
@@ -114,8 +119,8 @@ def test_a_noise_map_carries_each_patchs_own_level():
     assert np.corrcoef(stds, levels[:, 0, 0])[0, 1] > 0.97
     # Validation patches carry their level too.
     val_noisy, val_clean = training.validation_data(clean[:3], clean[:3], (0.0, 0.2), 0, True)
-    assert val_noisy.shape == (12, 16, 16, 2) and val_clean.shape == (12, 16, 16, 1)
-    np.testing.assert_allclose(val_noisy[::3, 0, 0, 1], [0.05, 0.1, 0.15, 0.2])
+    assert val_noisy.shape == (4, 16, 16, 2) and val_clean.shape == (4, 16, 16, 1)
+    np.testing.assert_allclose(val_noisy[:, 0, 0, 1], [0.05, 0.1, 0.15, 0.2])
 
 
 def test_fixed_noise_dataset_keeps_pairs_aligned_under_crops_and_flips():
