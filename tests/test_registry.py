@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from denoiselab import denoise, models, registry, selection, serving, tracking
+from denoiselab import denoise, model_store, models, registry, selection, serving, tracking
 from denoiselab.config import ModelConfig
 
 
@@ -78,6 +78,33 @@ def test_champion_is_the_best_on_validation_and_a_worse_challenger_never_takes_i
     assert crowning.changed and crowning.model_name == "unet_tuned"
     assert champion_tags()["run_id"] == better.run_id
     assert registry.registered_aliases()[registry.CHAMPION] == better.run_id
+
+
+def test_the_champions_weights_trained_again_take_its_alias_and_another_tie_does_not(store):
+    digest = model_store.weights_digest(store / "folder")
+    assert digest == model_store.weights_digest(store / "folder") and len(digest) == 64
+
+    def run(weights: str) -> registry.Candidate:
+        return dataclasses.replace(
+            candidate(store, "unet_tuned", val_psnr=29.0, test_psnr=28.0), weights_sha256=weights
+        )
+
+    first = run(digest)
+    registry.register_and_crown([first])
+    # Another network that scores the same: a tie keeps the champion.
+    [crowning] = registry.register_and_crown([run("0" * 64)])
+    assert not crowning.changed and champion_tags()["run_id"] == first.run_id
+    # The same weights from a new run (a rerun after an edit that changed no weight): the alias
+    # follows the newest copy, the one `dvc repro` left in the workspace.
+    again = run(digest)
+    [crowning] = registry.register_and_crown([again])
+    assert crowning.changed and crowning.reason.endswith("trained again")
+    assert registry.registered_aliases()[registry.CHAMPION] == again.run_id
+    assert champion_tags()["weights_sha256"] == digest
+    # A version registered without the digest never counts as the same weights.
+    untagged = run("")
+    [crowning] = registry.register_and_crown([untagged])
+    assert not crowning.changed and champion_tags()["run_id"] == again.run_id
 
 
 def test_a_model_logged_again_with_other_settings_is_a_new_version_that_serves_them(store):

@@ -152,6 +152,7 @@ def evaluate(
                 val_levels=levels_tag(sweeps[dataset]),
                 alias=registry.champion_alias(images.channels),
                 denoise=registry.settings_tag(settings.in_effect()),
+                weights_sha256=model_store.weights_digest(models_folder / name),
             )
             for name, entry in catalogue.MODELS.items()
             for dataset, images in datasets.items()

@@ -55,6 +55,15 @@ def folder_for_run(root: Path, run_id: str) -> Path | None:
     return None
 
 
+def weights_digest(folder: str | Path) -> str:
+    """The SHA-256 of a model folder's weights file. The file is byte-stable (a ``.keras`` file
+    is not: it holds the time it was saved), so the same network trained again to the same
+    weights has the same digest."""
+    from denoiselab import models
+
+    return files.sha256_of_file(Path(folder) / models.WEIGHTS_FILE)
+
+
 def has_onnxruntime() -> bool:
     try:
         import onnxruntime  # noqa: F401

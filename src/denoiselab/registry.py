@@ -25,6 +25,8 @@ REGISTERED_MODEL = "denoiselab"
 CHAMPION = "champion"
 CHAMPION_RGB = "champion_rgb"
 CHAMPIONS = {1: CHAMPION, 3: CHAMPION_RGB}
+# The version tag with the digest of a version's weights file.
+WEIGHTS_TAG = "weights_sha256"
 # Beside mlflow.db: the aliases as MLflow last reported them, so `denoiselab denoise` resolves
 # the champion without importing MLflow (seconds) while the store file is unchanged.
 ALIAS_CACHE_SUFFIX = ".aliases.json"
@@ -47,7 +49,9 @@ class Candidate:
     number the champion is chosen by; ``test_scores`` (mean psnr and ssim on the test images
     of the model's own kind) are only reported. ``channels`` are the model's; ``alias``, the
     champion it competes for, defaults to the one of its channels. ``denoise`` names the
-    denoise settings it was scored and logged with (:func:`settings_tag`).
+    denoise settings it was scored and logged with (:func:`settings_tag`). ``weights_sha256``
+    is its weights file's digest (:func:`denoiselab.model_store.weights_digest`): the same
+    network trained again to the same weights has the same one.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Candidate:
     val_levels: str
     alias: str = ""
     denoise: str = ""
+    weights_sha256: str = ""
 
     def __post_init__(self):
         if not self.alias:
@@ -102,11 +107,14 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
 
     A version takes a champion alias only when its validation PSNR beats the current
     champion's (champion/challenger; a tie keeps the champion), so a worse experiment never
-    does. When the current champion was scored on other validation data (the prepared data
-    changed), at other noise levels or with other denoise settings, the two scores cannot be
-    compared; the current data, levels and settings define the task, so the alias goes to the
-    best version scored that way (and the served champion computes what ``denoiselab
-    denoise`` does with params.yaml's settings).
+    does. The one exception is the champion's own weights trained again (a rerun after an
+    edit that changed no weight): the alias moves to that newest copy, which is the one in the
+    workspace, so ``denoiselab denoise`` keeps loading it from there, without MLflow. When the
+    current champion was scored on other validation data (the prepared data changed), at
+    other noise levels or with other denoise settings, the two scores cannot be compared; the
+    current data, levels and settings define the task, so the alias goes to the best version
+    scored that way (and the served champion computes what ``denoiselab denoise`` does with
+    params.yaml's settings).
     """
     import mlflow
 
@@ -139,6 +147,8 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
             f"{candidate.alias}.val_levels": candidate.val_levels,
             f"{candidate.alias}.denoise": candidate.denoise,
         }
+        if candidate.weights_sha256:
+            tags[WEIGHTS_TAG] = candidate.weights_sha256
         for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
         client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
@@ -185,9 +195,12 @@ def _crown(client, alias: str, data_hash: str, val_levels: str, denoise: str) ->
     except _not_found():
         current = None
     if current is not None and any(version.version == current.version for version in kind):
-        if _score(current, alias) >= _score(best, alias):
+        if _score(current, alias) < _score(best, alias):
+            reason = f"beats version {current.version} on validation"
+        elif _same_weights(current, best) and int(best.version) > int(current.version):
+            reason = f"the weights of version {current.version}, trained again"
+        else:
             return _crowning(alias, current, False, "no version beats it on validation")
-        reason = f"beats version {current.version} on validation"
     elif current is not None:
         reason = (
             f"version {current.version} was scored on other validation data, at other "
@@ -197,6 +210,12 @@ def _crown(client, alias: str, data_hash: str, val_levels: str, denoise: str) ->
         reason = "first champion of its kind"
     client.set_registered_model_alias(REGISTERED_MODEL, alias, best.version)
     return _crowning(alias, best, True, reason)
+
+
+def _same_weights(version, other) -> bool:
+    """Whether two versions hold the same weights (both tagged with their digest)."""
+    digest = version.tags.get(WEIGHTS_TAG)
+    return bool(digest) and digest == other.tags.get(WEIGHTS_TAG)
 
 
 def _crowning(alias: str, version, changed: bool, reason: str) -> Crowning:
