@@ -107,6 +107,20 @@ def test_the_champions_weights_trained_again_take_its_alias_and_another_tie_does
     assert not crowning.changed and champion_tags()["run_id"] == again.run_id
 
 
+def test_a_champion_registered_without_its_weights_digest_is_tagged_from_its_logged_model(store):
+    old = candidate(store, "unet_tuned", val_psnr=29.0, test_psnr=28.0)
+    registry.register_and_crown([old])
+    assert "weights_sha256" not in champion_tags()
+    registry.tag_champions_weights(serving.logged_weights_digest)
+    digest = model_store.weights_digest(store / "folder")
+    assert champion_tags()["weights_sha256"] == digest
+    again = dataclasses.replace(
+        candidate(store, "unet_tuned", val_psnr=29.0, test_psnr=28.0), weights_sha256=digest
+    )
+    [crowning] = registry.register_and_crown([again])
+    assert crowning.changed and registry.registered_aliases()[registry.CHAMPION] == again.run_id
+
+
 def test_a_model_logged_again_with_other_settings_is_a_new_version_that_serves_them(store):
     first = candidate(store, "unet_tuned", val_psnr=29.0, test_psnr=28.0)
     registry.register_and_crown([first])

@@ -157,6 +157,7 @@ def evaluate(
             for name, entry in catalogue.MODELS.items()
             for dataset, images in datasets.items()
         ]
+        registry.tag_champions_weights(serving.logged_weights_digest)
         for crowning in registry.register_and_crown(candidates):
             verb = "now" if crowning.changed else "stays"
             print(

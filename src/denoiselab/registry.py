@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from denoiselab import files, tracking
@@ -159,6 +160,23 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
     crownings = [_crown(client, *kind) for kind in kinds]
     write_alias_cache()
     return crownings
+
+
+def tag_champions_weights(digest_of: Callable[[str], str | None]) -> None:
+    """Tags each champion version registered before versions carried ``weights_sha256`` with
+    the digest ``digest_of`` reads from its model URI, so that its weights trained again can
+    take the alias (see :func:`register_and_crown`)."""
+    client = _client()
+    for alias in CHAMPIONS.values():
+        try:
+            version = client.get_model_version_by_alias(REGISTERED_MODEL, alias)
+        except _not_found():
+            continue
+        if WEIGHTS_TAG in version.tags:
+            continue
+        digest = digest_of(version.source)
+        if digest:
+            client.set_model_version_tag(REGISTERED_MODEL, version.version, WEIGHTS_TAG, digest)
 
 
 def val_psnr_tag(alias: str) -> str:

@@ -178,6 +178,16 @@ def load_logged_model(uri: str) -> model_store.Denoiser:
     return dataclasses.replace(denoiser, location=uri)
 
 
+def logged_weights_digest(uri: str) -> str | None:
+    """The digest of the weights in the model folder an MLflow pyfunc model holds
+    (:func:`denoiselab.model_store.weights_digest`); None when it holds no model folder."""
+    with tempfile.TemporaryDirectory(prefix="denoiselab-model-") as scratch:
+        folder = _pyfunc_folder(_download_model(uri, scratch))
+        if folder is None or not folder.is_dir():
+            return None
+        return model_store.weights_digest(folder)
+
+
 def _download_model(uri: str, destination: str | Path) -> Path:
     """Downloads an MLflow model into ``destination``; returns the local folder holding its
     MLmodel file."""
