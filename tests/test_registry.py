@@ -119,6 +119,8 @@ def test_a_champion_registered_without_its_weights_digest_is_tagged_from_its_log
     )
     [crowning] = registry.register_and_crown([again])
     assert crowning.changed and registry.registered_aliases()[registry.CHAMPION] == again.run_id
+    # A logged model that cannot be read has no digest: the evaluate stage goes on.
+    assert serving.logged_weights_digest("runs:/0123456789abcdef/missing") is None
 
 
 def test_a_model_logged_again_with_other_settings_is_a_new_version_that_serves_them(store):

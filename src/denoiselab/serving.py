@@ -180,12 +180,14 @@ def load_logged_model(uri: str) -> model_store.Denoiser:
 
 def logged_weights_digest(uri: str) -> str | None:
     """The digest of the weights in the model folder an MLflow pyfunc model holds
-    (:func:`denoiselab.model_store.weights_digest`); None when it holds no model folder."""
+    (:func:`denoiselab.model_store.weights_digest`); None when it holds none or cannot be
+    read (its artifacts gone), so that an old version never stops the evaluate stage."""
     with tempfile.TemporaryDirectory(prefix="denoiselab-model-") as scratch:
-        folder = _pyfunc_folder(_download_model(uri, scratch))
-        if folder is None or not folder.is_dir():
+        try:
+            folder = _pyfunc_folder(_download_model(uri, scratch))
+            return None if folder is None else model_store.weights_digest(folder)
+        except (UserError, OSError):
             return None
-        return model_store.weights_digest(folder)
 
 
 def _download_model(uri: str, destination: str | Path) -> Path:
