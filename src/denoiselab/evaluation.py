@@ -140,6 +140,7 @@ def evaluate(
             )
 
     if register:
+        digests = {name: model_store.weights_digest(models_folder / name) for name in model_uris}
         candidates = [
             registry.Candidate(
                 name=name,
@@ -152,7 +153,7 @@ def evaluate(
                 val_levels=levels_tag(sweeps[dataset]),
                 alias=registry.champion_alias(images.channels),
                 denoise=registry.settings_tag(settings.in_effect()),
-                weights_sha256=model_store.weights_digest(models_folder / name),
+                weights_sha256=digests[name],
             )
             for name, entry in catalogue.MODELS.items()
             for dataset, images in datasets.items()
