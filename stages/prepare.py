@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from denoiselab import data, files
-from denoiselab.config import DATASET_CHANNELS, load_params
+from denoiselab.config import load_params
 from denoiselab.errors import stage_main
+from denoiselab.vocabulary import DATASET_CHANNELS
 
 
 def main() -> None:

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from denoiselab import models, registry, selection, serving, tracking
+from denoiselab import model_store, models, registry, selection, serving, tracking
 from denoiselab.config import ModelConfig
+from denoiselab.errors import UserError
 
 
 def test_champion_resolves_to_the_local_folder_of_its_run(tmp_path, repo_root):
@@ -78,14 +80,18 @@ def test_champion_resolution_needs_no_mlflow_while_the_store_is_unchanged(tmp_pa
     assert result.returncode == 0, result.stderr
 
 
-def test_denoise_with_an_onnx_folder_never_imports_tensorflow(tmp_path):
-    config = ModelConfig(model="unet", base_filters=4, depth=2)
+def test_denoise_with_an_onnx_folder_never_imports_tensorflow_or_pydantic(tmp_path):
+    """One photo through an ONNX folder imports neither TensorFlow nor what only other
+    commands need: pydantic (params checking), tqdm (the bar for several images) and
+    urllib.request (a tracking server's health check), a quarter of a second together."""
+    config = ModelConfig(model="unet", base_filters=4, depth=2, noise_map=True)
     models.save_model_dir(models.build_model(config), config, tmp_path / "model", {})
     Image.fromarray(np.full((20, 30), 128, np.uint8)).save(tmp_path / "in.png")
     probe = (
         "import sys; from denoiselab import cli; code = cli.main(['denoise', sys.argv[1], '-o', "
         "sys.argv[2], '--model', sys.argv[3]]); "
-        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(code)"
+        "unwanted = {'tensorflow', 'pydantic', 'tqdm', 'urllib.request'} & set(sys.modules); "
+        "assert not unwanted, f'imported {sorted(unwanted)}'; sys.exit(code)"
     )
     result = subprocess.run(
         [
@@ -102,3 +108,14 @@ def test_denoise_with_an_onnx_folder_never_imports_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out/in.png").size == (30, 20)
+
+
+def test_a_malformed_onnx_folder_config_names_the_file_and_the_key(tmp_path):
+    config = ModelConfig(model="unet", base_filters=4, depth=2)
+    folder = tmp_path / "model"
+    models.save_model_dir(models.build_model(config), config, folder, {})
+    info = json.loads((folder / "config.json").read_text())
+    info["model_config"]["depth"] = "two"
+    (folder / "config.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"config\.json.*depth"):
+        model_store.load_folder(folder)

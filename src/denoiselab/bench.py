@@ -38,7 +38,8 @@ from denoiselab import (
     scoring,
     training,
 )
-from denoiselab.config import CLASSICAL_METHODS, TrainConfig, load_params
+from denoiselab.config import TrainConfig, load_params
+from denoiselab.vocabulary import CLASSICAL_METHODS
 
 
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:

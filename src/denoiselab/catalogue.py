@@ -1,8 +1,8 @@
 """The models the pipeline trains: one entry per model, which every other module reads.
 
 Adding a model means one entry here, its section in params.yaml and its item in dvc.yaml's
-``train`` stage (the DAG keeps its own list). This module imports only ``config`` (for the
-datasets), so any layer above it may read it.
+``train`` stage (the DAG keeps its own list). This module imports only ``vocabulary`` (for
+the datasets), so any layer above it may read it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 # The two datasets and the channels of their images, as params.yaml knows them.
-from denoiselab.config import DATASET_CHANNELS
+from denoiselab.vocabulary import DATASET_CHANNELS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from denoiselab import paths
-from denoiselab.config import CLASSICAL_METHODS
 from denoiselab.errors import UserError
+from denoiselab.vocabulary import CLASSICAL_METHODS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -224,6 +224,21 @@ class _ChampionsByKind:
         return self._registry
 
 
+@contextlib.contextmanager
+def _progress(jobs: list) -> Iterator[tuple[Iterator, Callable[[str], None]]]:
+    """The jobs to iterate and a function that prints a line to stderr: with a progress bar
+    for several jobs, above which the lines print, and without one for a single job, which
+    then does without importing tqdm (its import, with importlib.metadata, takes about 40 ms
+    of a 1 MP photo's 1.5 s)."""
+    if len(jobs) < 2:
+        yield iter(jobs), lambda line: print(line, file=sys.stderr)
+        return
+    from tqdm import tqdm
+
+    with tqdm(jobs, unit="image", file=sys.stderr) as progress:
+        yield iter(progress), lambda line: progress.write(line, file=sys.stderr)
+
+
 def _denoise(args: argparse.Namespace) -> int:
     from denoiselab import denoise, images
 
@@ -236,14 +251,8 @@ def _denoise(args: argparse.Namespace) -> int:
     # --model is loaded before any image, so a bad one stops the run before it writes.
     chosen = _load(args.model) if args.model is not None else None
 
-    from tqdm import tqdm
-
     failures = len(problems)
-    with tqdm(jobs, unit="image", file=sys.stderr, disable=len(jobs) < 2) as progress:
-
-        def report(line: str) -> None:
-            progress.write(line, file=sys.stderr)
-
+    with _progress(jobs) as (progress, report):
         champions = _ChampionsByKind(report)
         for job in progress:
             try:

@@ -11,7 +11,6 @@ Parsing merges them, so every :class:`TrainConfig` here is the resolved one a mo
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
@@ -21,7 +20,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError, PydanticKnownError
 
+from denoiselab import vocabulary
 from denoiselab.errors import UserError
+from denoiselab.vocabulary import CLASSICAL_METHODS
 
 # Network architectures, the `model` key of a training section.
 Architecture = Literal["cae", "unet"]
@@ -29,16 +30,12 @@ Loss = Literal["bce", "mse", "l1"]
 # auto: mixed_bfloat16 where the hardware computes bfloat16 natively, else float32
 # (see denoiselab.precision).
 Precision = Literal["auto", "float32", "mixed_bfloat16"]
-ClassicalMethod = Literal["tv", "wavelet", "nl_means", "bm3d"]
-# The two kinds of data and models: grayscale (1 channel) and colour (3 channels, RGB).
-Dataset = Literal["gray", "colour"]
-DATASET_CHANNELS = {"gray": 1, "colour": 3}
+ClassicalMethod = Literal[CLASSICAL_METHODS]
 LrSchedule = Literal["constant", "cosine"]
 # How a grayscale model denoises a colour image (see denoiselab.denoise).
 ColourTransform = Literal["opponent", "per_channel", "blend"]
 
 Distribution = Literal["none", "mirrored", "multi_worker"]
-CLASSICAL_METHODS = typing.get_args(ClassicalMethod)
 # Each section named train_<model> trains one model of dvc.yaml's train stage (the catalogue,
 # denoiselab.catalogue, lists them). Parsing knows them by this prefix rather than from the
 # catalogue, so that no training stage depends on the catalogue's labels and colours.
@@ -227,7 +224,7 @@ class NetworkConfig(Section):
     def downsamplings(self) -> int:
         """How many times the network halves the image: its input's sides must divide by
         ``2**downsamplings`` (inference pads to that and crops back)."""
-        return self.depth + int(self.pixel_unshuffle)
+        return vocabulary.downsamplings(self.depth, self.pixel_unshuffle)
 
     @model_validator(mode="after")
     def _check_network(self) -> NetworkConfig:

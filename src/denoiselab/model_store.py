@@ -12,8 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from denoiselab import catalogue, files, onnx_export, paths
-from denoiselab.config import ModelConfig, parse
+from denoiselab import catalogue, files, onnx_export, paths, vocabulary
 from denoiselab.errors import UserError
 
 # The name models.py writes; repeated through paths because importing models.py imports Keras.
@@ -81,16 +80,38 @@ def is_onnx_folder(folder: Path) -> bool:
     )
 
 
+def _onnx_network(network: Any, source: Path) -> tuple[int, bool]:
+    """The downsamplings and noise_map of a saved ``model_config``: all that running its ONNX
+    file needs. Read as plain values when they are well formed, so that `denoiselab denoise`
+    does without pydantic (see :mod:`denoiselab.vocabulary`); otherwise ``config`` checks the
+    whole config and names the bad key."""
+    if isinstance(network, dict):
+        depth = network.get("depth")
+        pixel_unshuffle = network.get("pixel_unshuffle", False)
+        noise_map = network.get("noise_map", False)
+        well_formed = (
+            type(depth) is int
+            and depth >= 1
+            and type(pixel_unshuffle) is bool
+            and type(noise_map) is bool
+        )
+        if well_formed:
+            return vocabulary.downsamplings(depth, pixel_unshuffle), noise_map
+    from denoiselab.config import ModelConfig, parse
+
+    parsed = parse(ModelConfig, network, str(source))
+    return parsed.downsamplings, parsed.noise_map
+
+
 def load_folder(location: str | Path) -> Denoiser:
     """Loads a saved model folder (ONNX when it has one) or a .keras file."""
     folder = Path(location)
     if is_onnx_folder(folder):
         info = files.read_json(folder / CONFIG_FILE)
         model = onnx_export.OnnxModel(folder / onnx_export.ONNX_FILE)
-        network = parse(ModelConfig, info["model_config"], str(folder / CONFIG_FILE))
-        noise_map = network.noise_map
+        downsamplings, noise_map = _onnx_network(info.get("model_config"), folder / CONFIG_FILE)
         channels = model.channels - int(noise_map)
-        return Denoiser(model, network.downsamplings, channels, str(location), noise_map)
+        return Denoiser(model, downsamplings, channels, str(location), noise_map)
     from denoiselab import models
 
     model, depth = models.load_any_model(folder)

@@ -20,9 +20,6 @@ import os
 import re
 import socket
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +59,12 @@ def check_store(uri: str | None = None, timeout: float = 5.0) -> None:
     uri = uri or tracking_uri()
     shown = redact(uri)
     if uri.startswith(("http://", "https://")):
+        # Imported here: with http.client and ssl it is a tenth of a second's imports that
+        # `denoiselab denoise`, which reads the registry through this module, does without.
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
         parts = urllib.parse.urlsplit(uri)
         netloc = parts.hostname or ""
         if parts.port:
