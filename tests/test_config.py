@@ -253,6 +253,15 @@ def test_a_noise_map_needs_blind_training():
     assert "\n" not in str(error.value)
 
 
+def test_loss_level_power_needs_a_noise_range():
+    raw = raw_params()
+    raw["train_unet"].update(noise_map=False, noise_sigma_range=None, loss_level_power=0.75)
+    with pytest.raises(ValueError) as error:
+        config.parse_params(raw)
+    assert "train_unet.loss_level_power needs noise_sigma_range" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
 def test_folder_source_needs_a_folder():
     raw = raw_params()
     raw["prepare"]["source"] = "folder"

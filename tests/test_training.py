@@ -86,6 +86,54 @@ def test_blind_dataset_draws_levels_by_the_power():
     assert np.mean(low) == pytest.approx(0.2 / 3, abs=0.015)
 
 
+def test_loss_level_power_weighs_each_patch_by_its_level():
+    clean = np.full((256, 16, 16, 1), 0.5, np.float32)
+    config = tiny_config(
+        batch_size=256,
+        augment=False,
+        noise_sigma_range=(0.0, 0.2),
+        noise_sigma_power=1.5,
+        noise_map=True,
+        loss_level_power=0.75,
+    )
+    noisy, clean_batch, weight = next(
+        iter(training.make_train_dataset(clean, None, config, 0.1, 0))
+    )
+    sigma = noisy.numpy()[:, 0, 0, 1]
+    assert weight.shape == (256, 1, 1)
+    expected = (0.1 / np.maximum(sigma, 0.02)) ** 0.75
+    np.testing.assert_allclose(weight.numpy()[:, 0, 0], expected, rtol=1e-5)
+    # Lower levels weigh more, 1 at 0.1, and the floor caps the weight of the lowest.
+    order = np.argsort(sigma)
+    assert np.all(np.diff(weight.numpy()[order, 0, 0]) <= 1e-6)
+    assert weight.numpy().max() == pytest.approx(5**0.75, rel=1e-5)
+    assert float(training.loss_weight(0.1, 0.75)) == pytest.approx(1.0)
+    # The same patches and noise as without weights: only the loss changes.
+    plain = config.model_copy(update={"loss_level_power": 0.0})
+    unweighted = next(iter(training.make_train_dataset(clean, None, plain, 0.1, 0)))
+    assert len(unweighted) == 2
+    np.testing.assert_array_equal(unweighted[0].numpy(), noisy.numpy())
+    np.testing.assert_array_equal(unweighted[1].numpy(), clean_batch.numpy())
+
+
+def test_a_weighted_loss_trains_a_blind_model():
+    clean = smooth_patches(64)
+    config = tiny_config(
+        noise_sigma_range=(0.0, 0.2), noise_map=True, loss="l1", loss_level_power=0.75
+    )
+    model = models.build_model(config.architecture(1))
+    validation = training.validation_data(clean[:16], clean[:16], (0.0, 0.2), 0, True)
+    rows = training.fit(
+        model,
+        training.make_train_dataset(clean, None, config, 0.1, 0),
+        validation,
+        config,
+        verbose=0,
+    )
+    assert len(rows) == 3
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
 def test_a_blind_model_is_validated_at_each_quarter_of_its_range():
     assert training.validation_levels((0.0, 0.2)) == (0.05, 0.1, 0.15, 0.2)
     clean = np.full((8, 32, 32, 1), 0.5, np.float32)

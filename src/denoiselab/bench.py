@@ -139,8 +139,9 @@ def step_breakdown(
     training.compile_model(model, config)
     dataset = training.make_train_dataset(clean, None, config, 0.1, 0)
     batches = list(dataset.take(steps))
+    # (noisy, clean) pairs, or (noisy, clean, loss weight) with loss_level_power.
     in_memory = tf.data.Dataset.from_tensor_slices(
-        (tf.stack([noisy for noisy, _ in batches]), tf.stack([clean for _, clean in batches]))
+        tuple(tf.stack(parts) for parts in zip(*batches, strict=True))
     ).repeat()
     validation = training.validation_data(
         clean[:validation_patches],

@@ -270,6 +270,10 @@ class TrainConfig(NetworkConfig):
     # with u uniform in [0, 1]; 1 is uniform, above 1 draws more low levels, where one blind
     # model trails most (Gnanasambandam and Chan, ICML 2020).
     noise_sigma_power: Annotated[float, interval(0.25, 4)] = 1.0
+    # A blind model's loss on each patch weighted by (0.1 / max(sigma, 0.02)) ** this: above 0
+    # the low levels, whose errors are smallest, count for more (0: every patch alike; see
+    # training.loss_weight).
+    loss_level_power: Annotated[float, interval(0, 2)] = 0.0
     augment: bool = True
     jit_compile: bool = False
     precision: Precision = "auto"
@@ -288,6 +292,9 @@ class TrainConfig(NetworkConfig):
         if self.noise_map and self.noise_sigma_range is None:
             rule = "needs noise_sigma_range (a model trained at one level has nothing to map)"
             _refuse("noise_map", rule, self.noise_map)
+        if self.loss_level_power and self.noise_sigma_range is None:
+            rule = "needs noise_sigma_range (a model trained at one level has no levels to weigh)"
+            _refuse("loss_level_power", rule, self.loss_level_power)
         if self.noise_sigma_range is not None and not self.fresh_noise:
             rule = "needs fresh_noise: true (the noise is drawn while training)"
             _refuse("noise_sigma_range", rule, self.noise_sigma_range)

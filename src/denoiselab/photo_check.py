@@ -1,13 +1,16 @@
 """The champion against BM3D / CBM3D on photographs of your own, as a user meets them.
 
     python -m denoiselab.photo_check --images DIR [--sigmas 0.05 0.1 0.15 0.2] [--out FILE]
+        [--model MODEL]
 
 Each photo of DIR (and, for a colour photo, its grayscale version, rgb2gray) gets noise per
 docs/protocol.md at each sigma (seed 0), is saved as an 8-bit PNG and handed to ``denoiselab
-denoise`` in its own process, with no sigma and no model named: the champion of its kind,
-with params.yaml's ``denoise`` settings. BM3D (CBM3D for colour) denoises the same 8-bit
-pixels, given the true sigma. Prints PSNR / SSIM per photo and level and the mean margin,
-and writes them to ``--out`` as JSON. Keep the photos out of training and of every choice.
+denoise`` in its own process, with no sigma named and, without ``--model``, no model: the
+champion of its kind, with params.yaml's ``denoise`` settings (``--model`` names one, as
+``denoiselab denoise --model`` takes it, for every photo). BM3D (CBM3D for colour) denoises
+the same 8-bit pixels, given the true sigma. Prints PSNR / SSIM per photo and level and the
+mean margin, and writes them to ``--out`` as JSON. Keep the photos out of training and of
+every choice.
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ def quantised(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def denoise_folder(noisy: dict[str, np.ndarray], scratch: Path) -> dict[str, np.ndarray]:
-    """``denoiselab denoise`` on each noisy 8-bit image, in one process as a user runs it."""
+def denoise_folder(
+    noisy: dict[str, np.ndarray], scratch: Path, model: str | None = None
+) -> dict[str, np.ndarray]:
+    """``denoiselab denoise`` on each noisy 8-bit image, in one process as a user runs it, with
+    ``model`` if given (else the champion of each image's kind)."""
     source, target = scratch / "noisy", scratch / "denoised"
     source.mkdir()
     names = {}
@@ -60,6 +66,8 @@ def denoise_folder(noisy: dict[str, np.ndarray], scratch: Path) -> dict[str, np.
             images.DecodedImage(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels),
         )
     command = [sys.executable, "-m", "denoiselab.cli", "denoise", str(source), "-o", str(target)]
+    if model is not None:
+        command += ["--model", model]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise UserError(f"denoiselab denoise failed: {result.stderr.strip()[-500:]}")
@@ -71,8 +79,14 @@ def denoise_folder(noisy: dict[str, np.ndarray], scratch: Path) -> dict[str, np.
     }
 
 
-def check(photos: dict[str, np.ndarray], sigmas: tuple[float, ...], seed: int = 0) -> dict:
-    """Scores of the champion and BM3D / CBM3D per sigma and photo, and their mean margin."""
+def check(
+    photos: dict[str, np.ndarray],
+    sigmas: tuple[float, ...],
+    seed: int = 0,
+    model: str | None = None,
+) -> dict:
+    """Scores of the champion (or ``model``) and BM3D / CBM3D per sigma and photo, and their
+    mean margin."""
     report: dict = {"levels": {}}
     for sigma in sigmas:
         noisy = {
@@ -80,7 +94,7 @@ def check(photos: dict[str, np.ndarray], sigmas: tuple[float, ...], seed: int = 
             for name, image in noise.noisy_images(photos, sigma, seed).items()
         }
         with tempfile.TemporaryDirectory(prefix="denoiselab-photos-") as scratch:
-            denoised = denoise_folder(noisy, Path(scratch))
+            denoised = denoise_folder(noisy, Path(scratch), model)
         rows = {}
         for name, clean in photos.items():
             bm3d = classical.DENOISERS["bm3d"](noisy[name], sigma, sigma_scale=1.0)
@@ -129,8 +143,11 @@ def main() -> None:
     parser.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SIGMAS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the scores to this JSON file")
+    parser.add_argument(
+        "--model", help="the model to check, as `denoiselab denoise --model` takes it"
+    )
     args = parser.parse_args()
-    report = check(load_photos(args.images), tuple(args.sigmas), args.seed)
+    report = check(load_photos(args.images), tuple(args.sigmas), args.seed, args.model)
     print("mean PSNR margin to BM3D / CBM3D (dB):", report["mean_margin_db"])
     if args.out:
         files.write_json(args.out, report)

@@ -31,6 +31,11 @@ LOSSES = {
     "l1": lambda: keras.losses.MeanAbsoluteError(name="l1"),
 }
 
+# A blind model's per-patch loss weight is 1 at LOSS_LEVEL_PIVOT; below LOSS_LEVEL_FLOOR (a
+# fifth of the patches at the default sigma draw) it stays at the floor's weight.
+LOSS_LEVEL_PIVOT = 0.1
+LOSS_LEVEL_FLOOR = 0.02
+
 
 def psnr(y_true, y_pred):
     """Mean PSNR (dB) over a batch of NHWC images in [0, 1]; the output is clipped first."""
@@ -120,6 +125,19 @@ def noise_sigma_from_uniform(uniform, noise_range: tuple[float, float], power: f
     return low + (high - low) * uniform**power
 
 
+def loss_weight(sigma, power: float):
+    """The loss weight of a patch of noise level ``sigma`` (a number, an array or a tensor), as a
+    float32 tensor: ``(LOSS_LEVEL_PIVOT / max(sigma, LOSS_LEVEL_FLOOR)) ** power``.
+
+    A residual network's error grows with the level, and the mean PSNR over the levels, which
+    chooses the models, weighs each level's error relative to its size: a level's PSNR moves as
+    much for a 1% change of its error at 0.05 as at 0.2. MSE weighs errors by their size, so
+    the high levels dominate its gradient; l1's gradient is the same at every level. Weighing
+    l1 by about 1 / sigma ** 0.75 (the error's growth with the level) evens the levels out."""
+    level = tf.maximum(tf.cast(sigma, tf.float32), LOSS_LEVEL_FLOOR)
+    return tf.pow(LOSS_LEVEL_PIVOT / level, power)
+
+
 def make_train_dataset(
     clean: np.ndarray,
     noisy: np.ndarray | None,
@@ -135,7 +153,9 @@ def make_train_dataset(
     one model for every level);
     otherwise the fixed noisy patches from add_noise are used. With ``noise_map`` the noisy
     patch carries its std as one more, constant channel. Crops and flips/rotations are
-    applied identically to both halves of a pair.
+    applied identically to both halves of a pair. With ``loss_level_power`` each pair comes
+    with its loss weight (:func:`loss_weight`, shape 1 x 1, so that it spreads over the
+    pixels), which ``fit`` hands to the loss.
 
     The order is drawn up front and every random op is stateless, so the stream is a pure
     function of ``seed``: the same under any tf.distribute strategy, which rewrites the
@@ -170,6 +190,9 @@ def make_train_dataset(
             noisy = tf.clip_by_value(patch + field, 0.0, 1.0)
             if config.noise_map:
                 noisy = tf.concat([noisy, tf.ones_like(patch[..., :1]) * stddev], axis=-1)
+            if config.loss_level_power:
+                weight = loss_weight(stddev, config.loss_level_power)
+                return noisy, patch, tf.reshape(weight, [1, 1])
             return noisy, patch
         return patch[..., :channels], patch[..., channels:]
 
@@ -378,10 +401,10 @@ def _fit_across_workers(
     replicas = strategy.num_replicas_in_sync
     iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
 
-    def replica_step(noisy, clean):
+    def replica_step(noisy, clean, weight=None):
         with tf.GradientTape() as tape:
             denoised = model(noisy, training=True)
-            loss = loss_function(clean, denoised)
+            loss = loss_function(clean, denoised, sample_weight=weight)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, psnr(clean, denoised) / replicas, ssim_tf(clean, denoised) / replicas
