@@ -28,6 +28,7 @@ UNET = {
     "fresh_noise": True,
     "noise_sigma_range": [0.0, 0.2],
     "noise_sigma_power": 1.5,
+    "loss_level_power": 0.0,
     "augment": True,
     "jit_compile": False,
     "precision": "auto",
@@ -65,7 +66,7 @@ RESOLVED = {
 }
 # tune_unet's trials before the drawn keys, epochs and steps are set (tests/test_parallel_tuning.py
 # checks the trials' and the final run's whole configs).
-TUNE_TRAIN = {**UNET, "steps_per_execution": 8}
+TUNE_TRAIN = {**UNET, "steps_per_execution": 8, "loss_level_power": 0.75}
 TUNE = {
     "n_trials": 3,
     "trial_epochs": 3,

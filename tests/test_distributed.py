@@ -48,6 +48,9 @@ def make_project(folder: Path, distribution: str) -> dict:
         crop_size=None,
         precision="float32",
         distribution=distribution,
+        # Each patch's loss weighted by its level: the weights travel with the batches and
+        # reach the loss under every strategy.
+        loss_level_power=0.75,
     )
     folder.mkdir()
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -276,6 +276,7 @@ def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with(
         "pixel_unshuffle": False,
         "noise_map": True,
         "noise_sigma_power": 1.5,
+        "loss_level_power": 0.75,
         "lr_schedule": "cosine",
         "crop_size": 48,
         "fresh_noise": True,
