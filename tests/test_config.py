@@ -68,11 +68,11 @@ RESOLVED = {
 # checks the trials' and the final run's whole configs).
 TUNE_TRAIN = {**UNET, "steps_per_execution": 8, "loss_level_power": 0.75}
 TUNE = {
-    "n_trials": 3,
+    "n_trials": 1,
     "trial_epochs": 3,
     "trial_budget_s": 55.0,
     "search": {
-        "learning_rate": [0.0005, 0.004],
+        "learning_rate": [0.0015, 0.0015],
         "base_filters": [16],
         "depth": [2],
         "batch_size": [8],
@@ -80,7 +80,7 @@ TUNE = {
         "batch_norm": [False],
     },
     "final_epochs": 20,
-    "final_budget_s": 560.0,
+    "final_budget_s": 620.0,
     "reference_gflops": {"8": 41.0, "16": 83.0, "24": 94.0, "32": 104.0},
     "warm_start": True,
     "storage": None,
