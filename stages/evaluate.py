@@ -40,6 +40,7 @@ def main() -> None:
     }
     baselines = evaluation.read_baselines(args.classical, datasets)
 
+    settings = denoise.Settings.from_mapping(to_dict(params.denoise))
     result = evaluation.evaluate(
         datasets,
         baselines,
@@ -47,14 +48,14 @@ def main() -> None:
         sweeps,
         table_level=noise.level_key(sigma),
         register=params.evaluate.register_models,
-        settings=denoise.Settings.from_mapping(to_dict(params.denoise)),
+        settings=settings,
     )
 
     files.write_json(args.metrics, result.metrics)
     files.write_json(args.per_image, result.per_image)
     for name, arrays in result.denoised.items():
         files.save_arrays(args.denoised / f"{name}.npz", arrays)
-    evaluation.log_to_runs(result, args.metrics)
+    evaluation.log_to_runs(result, args.metrics, settings)
     print(evaluation.format_sweep(result.metrics["sweep"]))
 
 

@@ -4,6 +4,7 @@ on validation, whatever the test scores say."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,17 @@ import pytest
 import yaml
 from conftest import shift_model
 
-from denoiselab import catalogue, denoise, files, models, noise, registry, serving, tracking
+from denoiselab import (
+    catalogue,
+    denoise,
+    evaluation,
+    files,
+    models,
+    noise,
+    registry,
+    serving,
+    tracking,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -69,7 +80,8 @@ def write_repo(root: Path) -> None:
             models.save_model_dir(model, config, folder, info)
 
 
-def run_evaluate(root: Path) -> subprocess.CompletedProcess:
+def run_evaluate(root: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The evaluate stage's command in ``root``, with ``env`` added to the environment."""
     command = [
         sys.executable,
         str(ROOT / "stages/evaluate.py"),
@@ -77,7 +89,14 @@ def run_evaluate(root: Path) -> subprocess.CompletedProcess:
         *["--metrics", "reports/metrics.json", "--per-image", "reports/per_image.json"],
         *["--denoised", "data/denoised"],
     ]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -219,3 +238,42 @@ def test_each_model_is_logged_into_its_training_run_once(repo):
 
     run_evaluate(repo)
     assert len(logged_models(client, run_id)) == 1
+
+
+def test_an_experiment_that_only_rescores_the_models_logs_runs_of_its_own(repo):
+    # `dvc exp run -S denoise.<key>=...` takes every model from the run cache: its scores must
+    # not overwrite those the training runs hold from the pipeline that trained them.
+    import mlflow
+
+    run_evaluate(repo)
+    client = mlflow.MlflowClient()
+    unet_run = files.read_json(repo / "models/unet/config.json")["mlflow_run_id"]
+    cae_run = files.read_json(repo / "models/cae/config.json")["mlflow_run_id"]
+    kept = client.get_run(unet_run).data.metrics["val_image_psnr"]
+    # The CAE, though, was trained in this experiment: its own run gets the scores.
+    client.set_tag(cae_run, evaluation.DVC_EXPERIMENT_TAG, "rescore-a")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["denoise"]["self_ensemble"] = 1
+    params["evaluate"]["register_models"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    run_evaluate(repo, env={evaluation.DVC_EXPERIMENT_ENV: "rescore-a"})
+
+    assert len(client.get_metric_history(unet_run, "val_image_psnr")) == 1
+    assert client.get_run(unet_run).data.metrics["val_image_psnr"] == kept
+    assert len(client.get_metric_history(cae_run, "val_image_psnr")) == 2
+    rescored = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string="tags.`dvc.experiment` = 'rescore-a'",
+        output_format="list",
+    )
+    # The experiment's runs: the CAE's training run and one run of scores for each other model.
+    names = sorted(run.info.run_name for run in rescored)
+    assert names == ["cae", "unet-rescored", "unet_rgb-rescored", "unet_tuned-rescored"]
+    [unet] = [run for run in rescored if run.info.run_name == "unet-rescored"]
+    assert unet.data.tags[evaluation.TRAINED_IN_TAG] == unet_run
+    assert unet.data.params["denoise.self_ensemble"] == "1"
+    summary = files.read_json(repo / "reports/metrics.json")
+    assert unet.data.metrics["val_image_psnr"] == pytest.approx(
+        summary["sweep"]["validation"]["gray"]["unet"], abs=1e-4
+    )
+    assert unet.info.status == "FINISHED"

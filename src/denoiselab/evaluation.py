@@ -10,6 +10,7 @@ is taken there.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,13 @@ from denoiselab import (
     tracking,
 )
 from denoiselab.errors import UserError
+
+# The DVC experiment a process runs in (`dvc exp run` sets it) and the tag tracking.run_tags
+# gives each run from it.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+DVC_EXPERIMENT_TAG = "dvc.experiment"
+# On a run of scores alone: the id of the training run of the model it scored.
+TRAINED_IN_TAG = "denoiselab.trained_in"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,14 +324,34 @@ def run_metrics(run: ModelRun) -> dict[str, float]:
     return metrics
 
 
-def log_to_runs(evaluation: Evaluation, metrics_file: Path) -> None:
+def log_to_runs(
+    evaluation: Evaluation,
+    metrics_file: Path,
+    settings: denoise.Settings = denoise.DEFAULT_SETTINGS,
+) -> None:
     """Logs each model's scores and the written ``metrics_file`` into its training run, then
     refreshes the registry's alias cache: the evaluate stage is the last to write to the store
     (the plot stage only adds artifact files), so the first `denoiselab denoise` afterwards
-    need not ask MLflow."""
-    for run in evaluation.runs.values():
-        tracking.log_metrics(run_metrics(run), run_id=run.run_id)
-        tracking.log_artifact(metrics_file, "evaluation", run_id=run.run_id)
+    need not ask MLflow.
+
+    In a DVC experiment that did not train the model (DVC restored its folder from the run
+    cache, as in an experiment of the ``denoise`` settings alone), the scores go to a run of
+    their own in that experiment instead, ``<model>-rescored``, with ``settings`` as params and
+    the training run's id as tag ``denoiselab.trained_in``: the training run keeps the scores
+    of the pipeline that trained it, and the experiment compares in the MLflow UI as a run."""
+    experiment = os.environ.get(DVC_EXPERIMENT_ENV) or None
+    for name, run in evaluation.runs.items():
+        scores = run_metrics(run)
+        trained_here = tracking.get_tags(run.run_id).get(DVC_EXPERIMENT_TAG) == experiment
+        if experiment is None or trained_here:
+            tracking.log_metrics(scores, run_id=run.run_id)
+            tracking.log_artifact(metrics_file, "evaluation", run_id=run.run_id)
+            continue
+        params = {f"denoise.{key}": value for key, value in dataclasses.asdict(settings).items()}
+        with tracking.model_run(f"{name}-rescored", "evaluate", params):
+            tracking.set_tags({TRAINED_IN_TAG: run.run_id})
+            tracking.log_metrics(scores)
+            tracking.log_artifact(metrics_file, "evaluation")
     registry.write_alias_cache()
 
 
