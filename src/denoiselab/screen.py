@@ -35,9 +35,9 @@ from denoiselab import (
     metrics,
     model_store,
     models,
-    noise,
     scoring,
     training,
+    tuning,
 )
 from denoiselab.config import Params, TrainConfig
 from denoiselab.errors import UserError, stage_main
@@ -79,22 +79,18 @@ def screen_config(params: Params, overrides: dict, steps: int) -> TrainConfig:
     then ``overrides``; a bad key or value is refused naming it."""
     if steps < 1:
         raise UserError(f"--steps: must be at least 1, got {steps}")
-    tune = params.tune_unet
-    search = tune.search
+    search = params.tune_unet.search
     low, high = search.learning_rate
-    values = {
-        **tune.train.model_dump(),
+    first = {
         "base_filters": search.base_filters[0],
         "depth": search.depth[0],
         "batch_norm": search.batch_norm[0],
         "loss": search.loss[0],
         "batch_size": search.batch_size[0],
         "learning_rate": math.sqrt(low * high),
-        "epochs": 1,
-        "steps_per_epoch": steps,
-        **overrides,
     }
-    return config.parse(TrainConfig, values, source="--set")
+    trial = tuning.sampled_config(first, params.tune_unet, epochs=1, steps=steps)
+    return config.parse(TrainConfig, {**trial.model_dump(), **overrides}, source="--set")
 
 
 def screen_settings(params: Params, overrides: dict) -> denoise.Settings:
@@ -109,15 +105,26 @@ def screen_settings(params: Params, overrides: dict) -> denoise.Settings:
     return denoise.Settings.from_mapping({**values, **overrides})
 
 
-def train(train_config: TrainConfig, prepared: Path, noisy: Path, seed: int) -> keras.Model:
-    """A model of ``train_config`` trained on the training patches of ``prepared`` (and the
-    fixed noisy ones of ``noisy``, which fresh noise does not need), seeded by ``seed``."""
-    clean = files.load_arrays(prepared / "train.npz")["patches"]
-    fixed = noisy / "train.npz"
-    noisy_patches = files.load_arrays(fixed)["patches"] if fixed.is_file() else None
+def load_patches(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A dataset's clean training patches and its fixed noisy ones (None where add_noise wrote
+    none: fresh noise does not need them)."""
+    clean = files.load_arrays(folder / "prepared/train.npz")["patches"]
+    fixed = folder / "noisy/train.npz"
+    return clean, files.load_arrays(fixed)["patches"] if fixed.is_file() else None
+
+
+def train(
+    train_config: TrainConfig,
+    patches: tuple[np.ndarray, np.ndarray | None],
+    sigma: float,
+    seed: int,
+) -> keras.Model:
+    """A model of ``train_config`` trained on ``patches`` (:func:`load_patches`; ``sigma`` is
+    the fixed noise level, for a config without a noise range), seeded by ``seed``."""
+    clean, noisy_patches = patches
     keras.utils.set_random_seed(seed)
     model = models.build_model(train_config.architecture(clean.shape[-1]))
-    dataset = training.make_train_dataset(clean, noisy_patches, train_config, 0.1, seed)
+    dataset = training.make_train_dataset(clean, noisy_patches, train_config, sigma, seed)
     training.compile_model(model, train_config)
     model.fit(
         dataset, epochs=1, steps_per_epoch=train_config.steps_per_epoch, shuffle=False, verbose=0
@@ -127,24 +134,21 @@ def train(train_config: TrainConfig, prepared: Path, noisy: Path, seed: int) -> 
 
 def score(
     model: keras.Model,
-    data: Path,
-    sweep: dict[str, tuple[float, ...]],
+    datasets: dict[str, scoring.Dataset],
     settings: denoise.Settings,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """PSNR / SSIM on the whole validation images of each dataset of ``sweep`` at its levels:
-    ``{kind: {level: {"psnr", "ssim"}}}``."""
+    """PSNR / SSIM on the whole validation images of each of ``datasets`` at each of its
+    levels: ``{kind: {level: {"psnr", "ssim"}}}``."""
     noise_map = models.takes_noise_map(model)
     channels = model.input_shape[-1] - int(noise_map)
     depth = models.infer_depth(model)
     denoiser = model_store.Denoiser(model, depth, channels, "screen", noise_map)
     denoise_image = scoring.model_denoiser(denoiser, settings=settings)
     scores = {}
-    for kind, levels in sweep.items():
-        dataset = scoring.load_dataset(data / kind, levels)
+    for kind, dataset in datasets.items():
         scores[kind] = {}
-        for level in levels:
-            key = noise.level_key(level)
-            row, _ = metrics.score_denoiser(denoise_image, dataset.val, dataset.noisy_val[key])
+        for key, noisy in dataset.noisy_val.items():
+            row, _ = metrics.score_denoiser(denoise_image, dataset.val, noisy)
             scores[kind][key] = {"psnr": round(row["psnr"], 3), "ssim": round(row["ssim"], 4)}
     return scores
 
@@ -160,7 +164,11 @@ def run(
     """Trains and scores one model per seed; returns the report :func:`main` prints and writes."""
     train_config = screen_config(params, overrides.train, steps)
     settings = screen_settings(params, overrides.denoise)
-    sweep = {kind: params.add_noise.sweep.model_dump()[kind] for kind in kinds}
+    patches = load_patches(data / "gray")
+    datasets = {
+        kind: scoring.load_dataset(data / kind, getattr(params.add_noise.sweep, kind))
+        for kind in kinds
+    }
     report = {
         "train": config.to_dict(train_config),
         "denoise": dataclasses.asdict(settings),
@@ -169,9 +177,9 @@ def run(
     for seed in seeds:
         log.info("seed %d: training %d steps of %d crops", seed, steps, train_config.batch_size)
         start = time.perf_counter()
-        model = train(train_config, data / "gray/prepared", data / "gray/noisy", seed)
+        model = train(train_config, patches, params.base.noise_sigma, seed)
         seconds = time.perf_counter() - start
-        scores = score(model, data, sweep, settings)
+        scores = score(model, datasets, settings)
         report["runs"].append({"seed": seed, "train_s": round(seconds, 1), "scores": scores})
         print(f"seed {seed} ({seconds:.0f} s): {format_scores(scores)}", flush=True)
     return report
