@@ -162,6 +162,8 @@ def test_the_level_map_holds_the_level_read_bent_by_the_level_exponent(sigma):
         ({"level_exponent": "1"}, "denoise.level_exponent: must be a number"),
         ({"chroma_gain": 0}, r"denoise.chroma_gain: must be a number in \[0.25, 4.0\]"),
         ({"chroma_gain": False}, "denoise.chroma_gain: must be a number"),
+        ({"coarse_pass": 1.5}, r"denoise.coarse_pass: must be a number in \[0.0, 1.0\]"),
+        ({"coarse_pass": "0.1"}, "denoise.coarse_pass: must be a number"),
     ],
 )
 def test_bad_settings_name_the_key(values, message):
@@ -315,6 +317,76 @@ def test_the_chroma_gain_is_a_setting_only_where_opponent_planes_are_denoised():
     assert "chroma_gain" not in denoise.Settings("per_channel", chroma_gain=1.5).in_effect()
 
 
+def test_halving_and_doubling_keep_a_smooth_image_and_double_interpolates_as_skimage():
+    from skimage.transform import resize
+
+    ramp = np.add.outer(np.arange(10.0), np.arange(7.0))[..., None].astype(np.float32) / 20
+    # A linear ramp halves to its block means and doubles back exactly, but for the last row
+    # and column, which repeat their neighbours (odd width, edge).
+    np.testing.assert_allclose(
+        denoise.double(denoise.halve(ramp), ramp.shape)[1:-1, 1:-2], ramp[1:-1, 1:-2], atol=1e-6
+    )
+    small = np.random.default_rng(0).random((5, 4, 3)).astype(np.float32)
+    expected = resize(small, (10, 8, 3), order=1, mode="edge", anti_aliasing=False)
+    np.testing.assert_allclose(denoise.double(small, (10, 8, 3)), expected, atol=1e-6)
+    assert denoise.double(small, (11, 9, 3)).shape == (11, 9, 3)
+
+
+class LevelTaker:
+    """A stand-in network that takes off the level its noise level map tells it."""
+
+    def __call__(self, batch, training=False):
+        batch = np.asarray(batch)
+        return batch[..., :1] - batch[..., 1:]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
+def test_the_coarse_pass_takes_off_what_the_model_does_at_half_resolution_told_less(fraction):
+    from denoiselab import noise, noise_level
+
+    image = noise.add_gaussian_noise(np.full((64, 48, 1), 0.5), 0.1, np.random.default_rng(1))
+    read = noise_level.estimate_sigma(image)
+    taker = model_store.Denoiser(LevelTaker(), 2, 1, "taker", noise_map=True)
+    settings = denoise.Settings(level_exponent=1.05, coarse_pass=fraction)
+    result = denoise.denoise_values(taker, image, settings=settings)
+    told = settings.map_level(read)
+    told_coarse = settings.map_level(read * fraction) if fraction else 0.0
+    assert result.shape == image.shape
+    np.testing.assert_allclose(result, np.clip(image - told - told_coarse, 0, 1), atol=1e-5)
+
+
+def test_the_coarse_pass_is_a_setting_only_where_it_is_on():
+    assert "coarse_pass" not in denoise.Settings().in_effect()
+    assert denoise.Settings(coarse_pass=0.1).in_effect()["coarse_pass"] == 0.1
+
+
+def save_level_map_shift_model(folder, shift: float) -> None:
+    """A U-Net with a noise level map input that returns ``clip(input - shift)`` whatever the
+    level (all weights zero but its noise layer's bias), saved as `dvc repro` saves one."""
+    config = ModelConfig(model="unet", base_filters=2, depth=2, noise_map=True)
+    model = models.build_model(config)
+    for layer in model.layers:
+        layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+    kernel, _ = model.get_layer("noise").get_weights()
+    model.get_layer("noise").set_weights([kernel, np.array([shift], np.float32)])
+    models.save_model_dir(model, config, folder, {})
+
+
+def test_the_coarse_pass_comes_from_params_yaml_or_the_option(repo, tmp_path):
+    save_level_map_shift_model(tmp_path / "model", SMALL_SHIFT)
+    pixels = np.random.default_rng(2).integers(100, 156, (64, 64), dtype=np.uint8)
+    Image.fromarray(pixels).save(repo / "photo.png")
+    (repo / "params.yaml").write_text("denoise:\n  coarse_pass: 0.5\n")
+    command = ["denoise", repo / "photo.png", "--model", tmp_path / "model"]
+    assert run_cli(*command, "-o", repo / "a") == 0
+    assert run_cli(*command, "-o", repo / "b", "--coarse-pass", "0") == 0
+    with_pass = read_output(repo / "a" / "photo.png")[1].astype(float)
+    without = read_output(repo / "b" / "photo.png")[1].astype(float)
+    # Without the pass the model takes its shift off once; the pass takes it off again.
+    np.testing.assert_allclose(without, pixels - SMALL_SHIFT * 255, atol=1)
+    np.testing.assert_allclose(with_pass, pixels - 2 * SMALL_SHIFT * 255, atol=1)
+
+
 def test_the_chroma_gain_comes_from_params_yaml_or_the_option(repo, small_shift_dir):
     pixels = mid_range_rgb(repo / "photo.png")
     (repo / "params.yaml").write_text("denoise:\n  chroma_gain: 2\n")
@@ -354,6 +426,7 @@ def test_an_opponent_weight_without_blend_is_warned_about(repo, small_shift_dir,
         ("--opponent-weight", "2", "--opponent-weight: must be a number in [0, 1], got 2"),
         ("--level-exponent", "3", "--level-exponent: must be a number in [0.5, 2], got 3"),
         ("--level-exponent", "x", "--level-exponent: must be a number in [0.5, 2], got x"),
+        ("--coarse-pass", "2", "--coarse-pass: must be a number in [0, 1], got 2"),
     ],
 )
 def test_a_bad_settings_option_is_refused_in_one_line(

@@ -137,6 +137,7 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
         "opponent_weight",
         "level_exponent",
         "chroma_gain",
+        "coarse_pass",
     ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -395,6 +396,13 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
         help="a grayscale model's two chrominance planes of a colour image are stretched by "
         "this about their mid-range before it denoises them, in [0.25, 4]; 1 leaves them as "
         "they are (default: params.yaml's denoise.chroma_gain)",
+    )
+    command.add_argument(
+        "--coarse-pass",
+        type=_number_in(0, 1),
+        help="a model with a noise level map denoises its output once more at half "
+        "resolution, told this fraction of the level read, in [0, 1]; 0 = no such pass "
+        "(default: params.yaml's denoise.coarse_pass)",
     )
     command.add_argument(
         "--self-ensemble",

@@ -406,6 +406,10 @@ class DenoiseConfig(Section):
     # mid-range before it denoises them, and shrunk back after (denoise.Settings); 1 = as they
     # are.
     chroma_gain: Annotated[float, interval(0.25, 4)] = 1.0
+    # A model with a noise level map denoises its output once more at half resolution, told
+    # this fraction of the level read, and the change goes back at full resolution
+    # (denoise.coarse_pass); 0 = no such pass.
+    coarse_pass: Annotated[float, interval(0, 1)] = 0.0
 
 
 class PlotConfig(Section):

@@ -24,6 +24,7 @@ SELF_ENSEMBLES = (1, 2, 4, 8)
 LEVEL_PIVOT = 0.1
 LEVEL_EXPONENT_RANGE = (0.5, 2.0)
 CHROMA_GAIN_RANGE = (0.25, 4.0)
+COARSE_PASS_RANGE = (0.0, 1.0)
 # The flips and rotations of the self-ensemble, in the order its sizes take them:
 # (quarter turns, mirrored). 2 adds the mirror image, 4 the two that keep the image's
 # orientation too (rotation by 180 degrees, with and without the mirror), 8 all of them.
@@ -52,14 +53,17 @@ class Settings:
     two colour bases, see :func:`colour_by_planes`) and ``level_exponent`` (how the level read
     from an image is bent before a model's noise level map gets it, see :meth:`map_level`)
     and ``chroma_gain`` (how much a grayscale model's opponent chrominance planes are
-    stretched about their mid-range before it denoises them, and shrunk back after).
-    params.yaml's ``denoise`` section holds them."""
+    stretched about their mid-range before it denoises them, and shrunk back after) and
+    ``coarse_pass`` (the level, as a fraction of the level read, at which a model with a noise
+    level map denoises its own output once more at half resolution, see :func:`coarse_pass`;
+    0 = no such pass). params.yaml's ``denoise`` section holds them."""
 
     colour_transform: str = "opponent"
     self_ensemble: int = 1
     opponent_weight: float = 0.5
     level_exponent: float = 1.0
     chroma_gain: float = 1.0
+    coarse_pass: float = 0.0
 
     def __post_init__(self) -> None:
         if self.colour_transform not in COLOUR_TRANSFORMS:
@@ -75,6 +79,7 @@ class Settings:
         _check_number("opponent_weight", self.opponent_weight, 0, 1)
         _check_number("level_exponent", self.level_exponent, *LEVEL_EXPONENT_RANGE)
         _check_number("chroma_gain", self.chroma_gain, *CHROMA_GAIN_RANGE)
+        _check_number("coarse_pass", self.coarse_pass, *COARSE_PASS_RANGE)
 
     @classmethod
     def from_mapping(cls, values: dict) -> Settings:
@@ -109,7 +114,8 @@ class Settings:
         """The settings that change what a model computes: ``opponent_weight`` only where it
         is the opponent share (``blend``), ``level_exponent`` and ``chroma_gain`` only where
         they change something (not 1, so versions scored before they existed compete with
-        those scored at 1; the gain only with opponent planes)."""
+        those scored at 1; the gain only with opponent planes), ``coarse_pass`` only where it
+        is not 0."""
         values = self.as_dict()
         if self.colour_transform in _FIXED_OPPONENT_SHARES:
             del values["opponent_weight"]
@@ -117,6 +123,8 @@ class Settings:
             del values["level_exponent"]
         if self.chroma_gain == 1 or self.opponent_share == 0:
             del values["chroma_gain"]
+        if self.coarse_pass == 0:
+            del values["coarse_pass"]
         return values
 
 
@@ -156,6 +164,51 @@ def self_ensemble(
     return (total / len(geometries)).astype(np.float32)
 
 
+def halve(image: np.ndarray) -> np.ndarray:
+    """The means of an HWC image's 2 x 2 blocks (an odd last row or column left out)."""
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    blocks = image[:height, :width].reshape(height // 2, 2, width // 2, 2, image.shape[-1])
+    return blocks.mean(axis=(1, 3)).astype(np.float32)
+
+
+def _double_axis(values: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` at twice the samples along ``axis``, linearly interpolated with the pixel
+    centres aligned and the edges repeated (as ``skimage.transform.resize`` with ``order=1``,
+    ``mode="edge"``): each new sample is 3/4 of its own and 1/4 of its neighbour."""
+    count = values.shape[axis]
+    previous = np.take(values, [0, *range(count - 1)], axis=axis)
+    following = np.take(values, [*range(1, count), count - 1], axis=axis)
+    pairs = np.stack([0.75 * values + 0.25 * previous, 0.75 * values + 0.25 * following], axis + 1)
+    shape = list(values.shape)
+    shape[axis] *= 2
+    return pairs.reshape(shape)
+
+
+def double(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A :func:`halve`-d HWC image back at ``shape`` (an odd last row or column repeated)."""
+    doubled = _double_axis(_double_axis(image, 0), 1)
+    padding = ((0, shape[0] - doubled.shape[0]), (0, shape[1] - doubled.shape[1]), (0, 0))
+    return np.pad(doubled, padding, mode="edge").astype(np.float32)
+
+
+def coarse_pass(
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    level: float,
+    geometries: Sequence[tuple[int, bool]],
+) -> np.ndarray:
+    """A denoised HWC image with what ``run`` (a model that takes a noise level map) still
+    takes off it at half resolution, told ``level``, added back at full resolution.
+
+    A network sees a window of a few dozen pixels; what is left of the noise after it is
+    smooth and wide (blotches, strongest in a colour image's chrominance planes and in flat
+    areas), and at half resolution it falls inside that window. The pass costs a quarter of
+    one run per view in ``geometries``."""
+    small = halve(image)
+    change = self_ensemble(run, noise.with_noise_map(small, level), geometries) - small
+    return image + double(change, image.shape)
+
+
 def denoise_values(
     denoiser: model_store.Denoiser,
     image: np.ndarray,
@@ -172,7 +225,9 @@ def denoise_values(
     with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
     rotations (``blend`` shares them between its two colour bases). A model that takes a noise
     level map gets, with each plane or image it denoises, the level estimated from that plane
-    or image (:func:`noise_level.estimate_sigma`).
+    or image (:func:`noise_level.estimate_sigma`), and with ``settings.coarse_pass`` above 0
+    then denoises its output once more at half resolution, told that fraction of the level
+    (:func:`coarse_pass`, one view).
     """
     multiple = 2**denoiser.depth
     tiled = functools.partial(
@@ -188,10 +243,16 @@ def denoise_values(
         geometries: Sequence[tuple[int, bool]],
         clipped_in: noise_level.ClippedIn | None = None,
     ) -> np.ndarray:
-        if denoiser.noise_map:
-            read = noise_level.estimate_sigma(values, clipped_in)
-            values = noise.with_noise_map(values, settings.map_level(read))
-        return self_ensemble(tiled, values, geometries)
+        if not denoiser.noise_map:
+            return self_ensemble(tiled, values, geometries)
+        read = noise_level.estimate_sigma(values, clipped_in)
+        output = self_ensemble(
+            tiled, noise.with_noise_map(values, settings.map_level(read)), geometries
+        )
+        if settings.coarse_pass == 0 or min(values.shape[:2]) < 2 * multiple:
+            return output
+        level = settings.map_level(read * settings.coarse_pass)
+        return coarse_pass(tiled, output, level, geometries[:1])
 
     views = settings.views
     if denoiser.channels == 1:
