@@ -231,7 +231,8 @@ def test_each_training_stage_depends_on_the_sections_it_reads():
         ("denoise", "colour_transform", "yuv", "denoise.colour_transform must be one of"),
         ("denoise", "opponent_weight", 1.5, "denoise.opponent_weight must be in [0, 1]"),
         ("denoise", "level_exponent", 0.2, "denoise.level_exponent must be in [0.5, 2]"),
-        ("denoise", "coarse_pass", 1.5, "denoise.coarse_pass must be in [0, 1]"),
+        ("denoise", "coarse_pass", [0.1, 1.5], "denoise.coarse_pass[1] must be in [0, 1]"),
+        ("denoise", "coarse_pass", [0.1] * 5, "denoise.coarse_pass"),
     ],
 )
 def test_bad_params_name_the_key(section, key, value, message):

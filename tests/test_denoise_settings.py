@@ -162,8 +162,10 @@ def test_the_level_map_holds_the_level_read_bent_by_the_level_exponent(sigma):
         ({"level_exponent": "1"}, "denoise.level_exponent: must be a number"),
         ({"chroma_gain": 0}, r"denoise.chroma_gain: must be a number in \[0.25, 4.0\]"),
         ({"chroma_gain": False}, "denoise.chroma_gain: must be a number"),
-        ({"coarse_pass": 1.5}, r"denoise.coarse_pass: must be a number in \[0.0, 1.0\]"),
-        ({"coarse_pass": "0.1"}, "denoise.coarse_pass: must be a number"),
+        ({"coarse_pass": [1.5]}, r"denoise.coarse_pass: must be a number in \[0.0, 1.0\]"),
+        ({"coarse_pass": ["0.1"]}, "denoise.coarse_pass: must be a number"),
+        ({"coarse_pass": 0.1}, "denoise.coarse_pass: must be a list of at most 4 numbers"),
+        ({"coarse_pass": [0.1] * 5}, "denoise.coarse_pass: must be a list of at most 4"),
     ],
 )
 def test_bad_settings_name_the_key(values, message):
@@ -340,24 +342,43 @@ class LevelTaker:
         return batch[..., :1] - batch[..., 1:]
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
-def test_the_coarse_pass_takes_off_what_the_model_does_at_half_resolution_told_less(fraction):
+@pytest.mark.parametrize("fractions", [(), (0.1,), (0.5, 0.25), (0.1, 0.06, 0.03)])
+def test_each_coarse_pass_takes_off_what_the_model_does_at_its_scale_told_less(fractions):
     from denoiselab import noise, noise_level
 
-    image = noise.add_gaussian_noise(np.full((64, 48, 1), 0.5), 0.1, np.random.default_rng(1))
+    # Bright enough that no pixel is clipped at any scale.
+    image = noise.add_gaussian_noise(np.full((64, 48, 1), 0.65), 0.1, np.random.default_rng(1))
     read = noise_level.estimate_sigma(image)
     taker = model_store.Denoiser(LevelTaker(), 2, 1, "taker", noise_map=True)
-    settings = denoise.Settings(level_exponent=1.05, coarse_pass=fraction)
+    settings = denoise.Settings(level_exponent=1.05, coarse_pass=fractions)
     result = denoise.denoise_values(taker, image, settings=settings)
-    told = settings.map_level(read)
-    told_coarse = settings.map_level(read * fraction) if fraction else 0.0
+    # The model takes off what it is told at full resolution, then each coarse pass what it
+    # is told there, spread over the pixels the scale's one pixel stands for.
+    told = settings.map_level(read) + sum(settings.map_level(read * f) for f in fractions)
     assert result.shape == image.shape
-    np.testing.assert_allclose(result, np.clip(image - told - told_coarse, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(result, np.clip(image - told, 0, 1), atol=1e-5)
+
+
+def test_a_coarse_pass_leaves_out_the_scales_smaller_than_the_model_takes():
+    seen = []
+
+    def run(values):
+        seen.append(values.shape[:2])
+        return values[..., :1] - 0.01
+
+    image = np.full((40, 24, 1), 0.5, np.float32)
+    result = denoise.coarse_passes(run, image, [0.1, 0.1, 0.1, 0.1], [(0, False)], smallest=4)
+    # 20 x 12, 10 x 6 and 5 x 3 (below 4: it and the pass after it are left out).
+    assert seen == [(20, 12), (10, 6)]
+    np.testing.assert_allclose(result, 0.48, atol=1e-6)
 
 
 def test_the_coarse_pass_is_a_setting_only_where_it_is_on():
     assert "coarse_pass" not in denoise.Settings().in_effect()
-    assert denoise.Settings(coarse_pass=0.1).in_effect()["coarse_pass"] == 0.1
+    settings = denoise.Settings.from_mapping({"coarse_pass": [0.1, 0.06]})
+    assert settings.in_effect()["coarse_pass"] == [0.1, 0.06]
+    # Logged and read back (the served model's config), it is the same setting.
+    assert denoise.Settings.from_mapping(settings.as_dict()) == settings
 
 
 def save_level_map_shift_model(folder, shift: float) -> None:
@@ -376,10 +397,10 @@ def test_the_coarse_pass_comes_from_params_yaml_or_the_option(repo, tmp_path):
     save_level_map_shift_model(tmp_path / "model", SMALL_SHIFT)
     pixels = np.random.default_rng(2).integers(100, 156, (64, 64), dtype=np.uint8)
     Image.fromarray(pixels).save(repo / "photo.png")
-    (repo / "params.yaml").write_text("denoise:\n  coarse_pass: 0.5\n")
+    (repo / "params.yaml").write_text("denoise:\n  coarse_pass: [0.5]\n")
     command = ["denoise", repo / "photo.png", "--model", tmp_path / "model"]
     assert run_cli(*command, "-o", repo / "a") == 0
-    assert run_cli(*command, "-o", repo / "b", "--coarse-pass", "0") == 0
+    assert run_cli(*command, "-o", repo / "b", "--coarse-pass") == 0
     with_pass = read_output(repo / "a" / "photo.png")[1].astype(float)
     without = read_output(repo / "b" / "photo.png")[1].astype(float)
     # Without the pass the model takes its shift off once; the pass takes it off again.

@@ -400,9 +400,11 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--coarse-pass",
         type=_number_in(0, 1),
-        help="a model with a noise level map denoises its output once more at half "
-        "resolution, told this fraction of the level read, in [0, 1]; 0 = no such pass "
-        "(default: params.yaml's denoise.coarse_pass)",
+        nargs="*",
+        metavar="FRACTION",
+        help="a model with a noise level map denoises its output again at half, a quarter, "
+        "... of the resolution, told these fractions of the level read, each in [0, 1]; none "
+        "given = no such pass (default: params.yaml's denoise.coarse_pass)",
     )
     command.add_argument(
         "--self-ensemble",

@@ -406,10 +406,10 @@ class DenoiseConfig(Section):
     # mid-range before it denoises them, and shrunk back after (denoise.Settings); 1 = as they
     # are.
     chroma_gain: Annotated[float, interval(0.25, 4)] = 1.0
-    # A model with a noise level map denoises its output once more at half resolution, told
-    # this fraction of the level read, and the change goes back at full resolution
-    # (denoise.coarse_pass); 0 = no such pass.
-    coarse_pass: Annotated[float, interval(0, 1)] = 0.0
+    # A model with a noise level map denoises its output again at half, then a quarter, ... of
+    # the resolution, told these fractions of the level read, and each change goes back at
+    # full resolution (denoise.coarse_passes); empty = no such pass.
+    coarse_pass: Annotated[ListOf[Annotated[float, interval(0, 1)]], Field(max_length=4)] = ()
 
 
 class PlotConfig(Section):

@@ -25,6 +25,7 @@ LEVEL_PIVOT = 0.1
 LEVEL_EXPONENT_RANGE = (0.5, 2.0)
 CHROMA_GAIN_RANGE = (0.25, 4.0)
 COARSE_PASS_RANGE = (0.0, 1.0)
+MAX_COARSE_PASSES = 4
 # The flips and rotations of the self-ensemble, in the order its sizes take them:
 # (quarter turns, mirrored). 2 adds the mirror image, 4 the two that keep the image's
 # orientation too (rotation by 180 degrees, with and without the mirror), 8 all of them.
@@ -54,16 +55,17 @@ class Settings:
     from an image is bent before a model's noise level map gets it, see :meth:`map_level`)
     and ``chroma_gain`` (how much a grayscale model's opponent chrominance planes are
     stretched about their mid-range before it denoises them, and shrunk back after) and
-    ``coarse_pass`` (the level, as a fraction of the level read, at which a model with a noise
-    level map denoises its own output once more at half resolution, see :func:`coarse_pass`;
-    0 = no such pass). params.yaml's ``denoise`` section holds them."""
+    ``coarse_pass`` (the levels, as fractions of the level read, at which a model with a noise
+    level map denoises its own output again at half, then a quarter, ... of the resolution,
+    see :func:`coarse_passes`; empty = no such pass). params.yaml's ``denoise`` section holds
+    them."""
 
     colour_transform: str = "opponent"
     self_ensemble: int = 1
     opponent_weight: float = 0.5
     level_exponent: float = 1.0
     chroma_gain: float = 1.0
-    coarse_pass: float = 0.0
+    coarse_pass: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.colour_transform not in COLOUR_TRANSFORMS:
@@ -79,7 +81,15 @@ class Settings:
         _check_number("opponent_weight", self.opponent_weight, 0, 1)
         _check_number("level_exponent", self.level_exponent, *LEVEL_EXPONENT_RANGE)
         _check_number("chroma_gain", self.chroma_gain, *CHROMA_GAIN_RANGE)
-        _check_number("coarse_pass", self.coarse_pass, *COARSE_PASS_RANGE)
+        passes = self.coarse_pass
+        if not isinstance(passes, (list, tuple)) or len(passes) > MAX_COARSE_PASSES:
+            raise UserError(
+                f"denoise.coarse_pass: must be a list of at most {MAX_COARSE_PASSES} numbers in "
+                f"[{COARSE_PASS_RANGE[0]}, {COARSE_PASS_RANGE[1]}], got {passes!r}"
+            )
+        for fraction in passes:
+            _check_number("coarse_pass", fraction, *COARSE_PASS_RANGE)
+        object.__setattr__(self, "coarse_pass", tuple(float(fraction) for fraction in passes))
 
     @classmethod
     def from_mapping(cls, values: dict) -> Settings:
@@ -89,7 +99,9 @@ class Settings:
         return cls(**{key: value for key, value in dict(values or {}).items() if key in fields})
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["coarse_pass"] = list(self.coarse_pass)
+        return values
 
     @property
     def views(self) -> tuple[tuple[int, bool], ...]:
@@ -115,7 +127,7 @@ class Settings:
         is the opponent share (``blend``), ``level_exponent`` and ``chroma_gain`` only where
         they change something (not 1, so versions scored before they existed compete with
         those scored at 1; the gain only with opponent planes), ``coarse_pass`` only where it
-        is not 0."""
+        is not empty."""
         values = self.as_dict()
         if self.colour_transform in _FIXED_OPPONENT_SHARES:
             del values["opponent_weight"]
@@ -123,7 +135,7 @@ class Settings:
             del values["level_exponent"]
         if self.chroma_gain == 1 or self.opponent_share == 0:
             del values["chroma_gain"]
-        if self.coarse_pass == 0:
+        if not self.coarse_pass:
             del values["coarse_pass"]
         return values
 
@@ -191,22 +203,34 @@ def double(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.pad(doubled, padding, mode="edge").astype(np.float32)
 
 
-def coarse_pass(
+def coarse_passes(
     run: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
-    level: float,
+    levels: Sequence[float],
     geometries: Sequence[tuple[int, bool]],
+    smallest: int = 1,
 ) -> np.ndarray:
     """A denoised HWC image with what ``run`` (a model that takes a noise level map) still
-    takes off it at half resolution, told ``level``, added back at full resolution.
+    takes off it at half, then a quarter, ... of the resolution, told ``levels`` in turn, added
+    back at full resolution; a scale whose sides would fall below ``smallest`` pixels is
+    skipped, and those after it.
 
     A network sees a window of a few dozen pixels; what is left of the noise after it is
     smooth and wide (blotches, strongest in a colour image's chrominance planes and in flat
-    areas), and at half resolution it falls inside that window. The pass costs a quarter of
-    one run per view in ``geometries``."""
-    small = halve(image)
-    change = self_ensemble(run, noise.with_noise_map(small, level), geometries) - small
-    return image + double(change, image.shape)
+    areas), and at a coarser scale it falls inside that window. Each pass costs a quarter of
+    the one before it per view in ``geometries``."""
+    for scale, level in enumerate(levels, start=1):
+        shapes, small = [], image
+        for _ in range(scale):
+            shapes.append(small.shape)
+            small = halve(small)
+        if min(small.shape[:2]) < smallest:
+            break
+        change = self_ensemble(run, noise.with_noise_map(small, level), geometries) - small
+        for shape in reversed(shapes):
+            change = double(change, shape)
+        image = image + change
+    return image
 
 
 def denoise_values(
@@ -225,9 +249,9 @@ def denoise_values(
     with rgb2gray. Each run of the model is averaged over ``settings.self_ensemble`` flips and
     rotations (``blend`` shares them between its two colour bases). A model that takes a noise
     level map gets, with each plane or image it denoises, the level estimated from that plane
-    or image (:func:`noise_level.estimate_sigma`), and with ``settings.coarse_pass`` above 0
-    then denoises its output once more at half resolution, told that fraction of the level
-    (:func:`coarse_pass`, one view).
+    or image (:func:`noise_level.estimate_sigma`), and with ``settings.coarse_pass`` then
+    denoises its output again at half, a quarter, ... of the resolution, told those fractions
+    of the level (:func:`coarse_passes`, one view each).
     """
     multiple = 2**denoiser.depth
     tiled = functools.partial(
@@ -249,10 +273,8 @@ def denoise_values(
         output = self_ensemble(
             tiled, noise.with_noise_map(values, settings.map_level(read)), geometries
         )
-        if settings.coarse_pass == 0 or min(values.shape[:2]) < 2 * multiple:
-            return output
-        level = settings.map_level(read * settings.coarse_pass)
-        return coarse_pass(tiled, output, level, geometries[:1])
+        levels = [settings.map_level(read * fraction) for fraction in settings.coarse_pass]
+        return coarse_passes(tiled, output, levels, geometries[:1], smallest=multiple)
 
     views = settings.views
     if denoiser.channels == 1:
