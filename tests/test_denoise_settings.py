@@ -483,3 +483,21 @@ def test_the_logged_model_serves_with_the_settings_it_was_logged_with(repo, smal
         assert serving.log_model_folder(small_shift_dir, 3, run.info.run_id, settings) == uri
         other = denoise.Settings(colour_transform=transform, self_ensemble=1)
         assert serving.log_model_folder(small_shift_dir, 3, run.info.run_id, other) != uri
+
+
+def test_the_served_model_makes_the_coarse_passes_it_was_logged_with(repo, tmp_path):
+    import mlflow
+
+    tracking.setup()
+    save_level_map_shift_model(tmp_path / "model", SMALL_SHIFT)
+    denoiser = model_store.load_folder(tmp_path / "model")
+    batch = np.random.default_rng(3).uniform(0.4, 0.6, (2, 32, 24, 1)).astype(np.float32)
+    settings = denoise.Settings(coarse_pass=(0.1, 0.06))
+    with tracking.model_run("level-shift", "test", {}) as run:
+        pass
+    uri = serving.log_model_folder(tmp_path / "model", 1, run.info.run_id, settings)
+    served = mlflow.pyfunc.load_model(uri).predict(batch)
+    expected = [denoise.denoise_values(denoiser, image, settings=settings) for image in batch]
+    np.testing.assert_allclose(served, np.stack(expected), atol=1e-6)
+    # The full-resolution run and each of the two passes took the shift off.
+    np.testing.assert_allclose(served, batch - 3 * SMALL_SHIFT, atol=1e-5)
