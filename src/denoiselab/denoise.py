@@ -179,21 +179,34 @@ def self_ensemble(
 def halve(image: np.ndarray) -> np.ndarray:
     """The means of an HWC image's 2 x 2 blocks (an odd last row or column left out)."""
     height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-    blocks = image[:height, :width].reshape(height // 2, 2, width // 2, 2, image.shape[-1])
-    return blocks.mean(axis=(1, 3)).astype(np.float32)
+    rows = image[0:height:2, :width] + image[1:height:2, :width]
+    return ((rows[:, 0::2] + rows[:, 1::2]) * 0.25).astype(np.float32, copy=False)
+
+
+def _along(axis: int, ndim: int, part: slice) -> tuple[slice, ...]:
+    index = [slice(None)] * ndim
+    index[axis] = part
+    return tuple(index)
 
 
 def _double_axis(values: np.ndarray, axis: int) -> np.ndarray:
     """``values`` at twice the samples along ``axis``, linearly interpolated with the pixel
     centres aligned and the edges repeated (as ``skimage.transform.resize`` with ``order=1``,
     ``mode="edge"``): each new sample is 3/4 of its own and 1/4 of its neighbour."""
-    count = values.shape[axis]
-    previous = np.take(values, [0, *range(count - 1)], axis=axis)
-    following = np.take(values, [*range(1, count), count - 1], axis=axis)
-    pairs = np.stack([0.75 * values + 0.25 * previous, 0.75 * values + 0.25 * following], axis + 1)
+    padding = [(0, 0)] * values.ndim
+    padding[axis] = (1, 1)
+    edged = np.pad(values, padding, mode="edge")
     shape = list(values.shape)
     shape[axis] *= 2
-    return pairs.reshape(shape)
+    doubled = np.empty(shape, np.float32)
+    near = 0.75 * values
+    before, after = (
+        _along(axis, values.ndim, slice(0, -2)),
+        _along(axis, values.ndim, slice(2, None)),
+    )
+    doubled[_along(axis, values.ndim, slice(0, None, 2))] = near + 0.25 * edged[before]
+    doubled[_along(axis, values.ndim, slice(1, None, 2))] = near + 0.25 * edged[after]
+    return doubled
 
 
 def double(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
