@@ -400,12 +400,15 @@ def test_the_coarse_pass_comes_from_params_yaml_or_the_option(repo, tmp_path):
     (repo / "params.yaml").write_text("denoise:\n  coarse_pass: [0.5]\n")
     command = ["denoise", repo / "photo.png", "--model", tmp_path / "model"]
     assert run_cli(*command, "-o", repo / "a") == 0
-    assert run_cli(*command, "-o", repo / "b", "--coarse-pass") == 0
+    assert run_cli(*command, "-o", repo / "b", "--coarse-pass", "none") == 0
+    assert run_cli(*command, "-o", repo / "c", "--coarse-pass", "0.5,0.5") == 0
     with_pass = read_output(repo / "a" / "photo.png")[1].astype(float)
     without = read_output(repo / "b" / "photo.png")[1].astype(float)
-    # Without the pass the model takes its shift off once; the pass takes it off again.
+    two_passes = read_output(repo / "c" / "photo.png")[1].astype(float)
+    # Without a pass the model takes its shift off once; each pass takes it off again.
     np.testing.assert_allclose(without, pixels - SMALL_SHIFT * 255, atol=1)
     np.testing.assert_allclose(with_pass, pixels - 2 * SMALL_SHIFT * 255, atol=1)
+    np.testing.assert_allclose(two_passes, pixels - 3 * SMALL_SHIFT * 255, atol=1)
 
 
 def test_the_chroma_gain_comes_from_params_yaml_or_the_option(repo, small_shift_dir):
@@ -448,6 +451,8 @@ def test_an_opponent_weight_without_blend_is_warned_about(repo, small_shift_dir,
         ("--level-exponent", "3", "--level-exponent: must be a number in [0.5, 2], got 3"),
         ("--level-exponent", "x", "--level-exponent: must be a number in [0.5, 2], got x"),
         ("--coarse-pass", "2", "--coarse-pass: must be a number in [0, 1], got 2"),
+        ("--coarse-pass", "0.1,x", "--coarse-pass: must be a number in [0, 1], got x"),
+        ("--coarse-pass", "0.1,0.1,0.1,0.1,0.1", "--coarse-pass: at most 4 comma-separated"),
     ],
 )
 def test_a_bad_settings_option_is_refused_in_one_line(

@@ -368,6 +368,21 @@ def _number_in(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _fractions(text: str) -> list[float]:
+    """An argparse type: comma-separated numbers in [0, 1], at most MAX_COARSE_PASSES of them;
+    ``none`` (or nothing) = none."""
+    from denoiselab.denoise import MAX_COARSE_PASSES
+
+    if text.strip().lower() in ("", "none"):
+        return []
+    values = [_number_in(0, 1)(part.strip()) for part in text.split(",")]
+    if len(values) > MAX_COARSE_PASSES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_COARSE_PASSES} comma-separated fractions, got {text}"
+        )
+    return values
+
+
 def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--colour-transform",
@@ -399,12 +414,12 @@ def _add_settings_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--coarse-pass",
-        type=_number_in(0, 1),
-        nargs="*",
-        metavar="FRACTION",
+        type=_fractions,
+        metavar="FRACTIONS",
         help="a model with a noise level map denoises its output again at half, a quarter, "
-        "... of the resolution, told these fractions of the level read, each in [0, 1]; none "
-        "given = no such pass (default: params.yaml's denoise.coarse_pass)",
+        "... of the resolution, told these fractions of the level read: comma-separated, "
+        "each in [0, 1], e.g. 0.1,0.06,0.06; none = no such pass "
+        "(default: params.yaml's denoise.coarse_pass)",
     )
     command.add_argument(
         "--self-ensemble",
