@@ -213,7 +213,7 @@ def double(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A :func:`halve`-d HWC image back at ``shape`` (an odd last row or column repeated)."""
     doubled = _double_axis(_double_axis(image, 0), 1)
     padding = ((0, shape[0] - doubled.shape[0]), (0, shape[1] - doubled.shape[1]), (0, 0))
-    return np.pad(doubled, padding, mode="edge").astype(np.float32)
+    return np.pad(doubled, padding, mode="edge")
 
 
 def coarse_passes(

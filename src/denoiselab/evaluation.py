@@ -347,7 +347,7 @@ def log_to_runs(
             tracking.log_metrics(scores, run_id=run.run_id)
             tracking.log_artifact(metrics_file, "evaluation", run_id=run.run_id)
             continue
-        params = {f"denoise.{key}": value for key, value in dataclasses.asdict(settings).items()}
+        params = {f"denoise.{key}": value for key, value in settings.as_dict().items()}
         with tracking.model_run(f"{name}-rescored", "evaluate", params):
             tracking.set_tags({TRAINED_IN_TAG: run.run_id})
             tracking.log_metrics(scores)

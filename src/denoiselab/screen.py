@@ -171,7 +171,7 @@ def run(
     }
     report = {
         "train": config.to_dict(train_config),
-        "denoise": dataclasses.asdict(settings),
+        "denoise": settings.as_dict(),
         "runs": [],
     }
     for seed in seeds:
