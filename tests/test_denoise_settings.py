@@ -506,3 +506,22 @@ def test_the_served_model_makes_the_coarse_passes_it_was_logged_with(repo, tmp_p
     np.testing.assert_allclose(served, np.stack(expected), atol=1e-6)
     # The full-resolution run and each of the two passes took the shift off.
     np.testing.assert_allclose(served, batch - 3 * SMALL_SHIFT, atol=1e-5)
+
+
+def test_level_options_for_a_model_without_a_noise_map_are_warned_about(
+    repo, small_shift_dir, capsys
+):
+    mid_range_rgb(repo / "photo.png")
+    command = ["denoise", repo / "photo.png", "-o", repo / "out", "--model", small_shift_dir]
+    assert run_cli(*command, "--coarse-pass", "0.1", "--level-exponent", "1.2") == 0
+    err = capsys.readouterr().err
+    assert "warning: --coarse-pass has no effect with" in err
+    assert "warning: --level-exponent has no effect with" in err
+    assert "which takes no noise level map" in err
+    # Turning the passes off, or a model that takes the level, is nothing to warn about.
+    assert run_cli(*command, "--coarse-pass", "none") == 0
+    assert "warning" not in capsys.readouterr().err
+    save_level_map_shift_model(repo / "level_model", SMALL_SHIFT)
+    command = ["denoise", repo / "photo.png", "-o", repo / "out2", "--model", repo / "level_model"]
+    assert run_cli(*command, "--coarse-pass", "0.1") == 0
+    assert "warning" not in capsys.readouterr().err

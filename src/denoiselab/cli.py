@@ -151,6 +151,21 @@ def _settings(args: argparse.Namespace) -> denoise.Settings:
     return settings
 
 
+# Options that act only on a model with a noise level map input: the level it is told.
+LEVEL_OPTIONS = ("level_exponent", "coarse_pass")
+
+
+def _warn_level_options(args: argparse.Namespace, model: str) -> None:
+    """Warns of each option given that ``model``, which takes no noise level map, ignores."""
+    for key in LEVEL_OPTIONS:
+        if getattr(args, key):  # None = not given; [] = --coarse-pass none
+            option = "--" + key.replace("_", "-")
+            print(
+                f"warning: {option} has no effect with {model}, which takes no noise level map",
+                file=sys.stderr,
+            )
+
+
 def _image_channels(pixels: np.ndarray) -> int:
     """The channels of an image file's pixels without alpha: 1 for grayscale (HW, or HWC with
     gray or gray + alpha), 3 for colour (RGB or RGBA; palette and CMYK are read as such)."""
@@ -251,6 +266,8 @@ def _denoise(args: argparse.Namespace) -> int:
         return 1
     # --model is loaded before any image, so a bad one stops the run before it writes.
     chosen = _load(args.model) if args.model is not None else None
+    if chosen is not None and not chosen.noise_map:
+        _warn_level_options(args, args.model)
 
     failures = len(problems)
     with _progress(jobs) as (progress, report):
