@@ -1,13 +1,14 @@
 """The champion against BM3D / CBM3D on photographs of your own, as a user meets them.
 
     python -m denoiselab.photo_check --images DIR [--sigmas 0.05 0.1 0.15 0.2] [--out FILE]
-        [--model MODEL]
+        [--model MODEL] [--model MODEL2 ...]
 
 Each photo of DIR (and, for a colour photo, its grayscale version, rgb2gray) gets noise per
 docs/protocol.md at each sigma (seed 0), is saved as an 8-bit PNG and handed to ``denoiselab
 denoise`` in its own process, with no sigma named and, without ``--model``, no model: the
 champion of its kind, with params.yaml's ``denoise`` settings (``--model`` names one, as
-``denoiselab denoise --model`` takes it, for every photo). BM3D (CBM3D for colour) denoises
+``denoiselab denoise --model`` takes it, for every photo; given several times, each model is
+scored against the same BM3D run). BM3D (CBM3D for colour) denoises
 the same 8-bit pixels, given the true sigma. Prints PSNR / SSIM per photo and level and the
 mean margin, and writes them to ``--out`` as JSON. Keep the photos out of training and of
 every choice.
@@ -19,6 +20,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,58 +81,75 @@ def denoise_folder(
     }
 
 
+def label(model: str | None) -> str:
+    """How a model's rows are named in the report: ``champion`` without ``--model``."""
+    return "champion" if model is None else model
+
+
 def check(
     photos: dict[str, np.ndarray],
     sigmas: tuple[float, ...],
     seed: int = 0,
-    model: str | None = None,
+    models: Sequence[str | None] = (None,),
 ) -> dict:
-    """Scores of the champion (or ``model``) and BM3D / CBM3D per sigma and photo, and their
-    mean margin."""
+    """Scores of each of ``models`` (None = the champion of each photo's kind) and of BM3D /
+    CBM3D, run once for all of them, per sigma and photo, and each model's mean margin."""
+    labels = [label(model) for model in models]
     report: dict = {"levels": {}}
     for sigma in sigmas:
         noisy = {
             name: images.to_float(quantised(image))
             for name, image in noise.noisy_images(photos, sigma, seed).items()
         }
-        with tempfile.TemporaryDirectory(prefix="denoiselab-photos-") as scratch:
-            denoised = denoise_folder(noisy, Path(scratch), model)
+        denoised = {}
+        for model in models:
+            with tempfile.TemporaryDirectory(prefix="denoiselab-photos-") as scratch:
+                denoised[label(model)] = denoise_folder(noisy, Path(scratch), model)
         rows = {}
         for name, clean in photos.items():
-            bm3d = classical.DENOISERS["bm3d"](noisy[name], sigma, sigma_scale=1.0)
+            denoised.setdefault("bm3d", {})[name] = classical.DENOISERS["bm3d"](
+                noisy[name], sigma, sigma_scale=1.0
+            )
             rows[name] = {
                 method: {
-                    "psnr": round(metrics.psnr(clean, output), 3),
-                    "ssim": round(metrics.ssim(clean, output), 4),
+                    "psnr": round(metrics.psnr(clean, outputs[name]), 3),
+                    "ssim": round(metrics.ssim(clean, outputs[name]), 4),
                 }
-                for method, output in (("champion", denoised[name]), ("bm3d", bm3d))
+                for method, outputs in denoised.items()
             }
-            margin = rows[name]["champion"]["psnr"] - rows[name]["bm3d"]["psnr"]
-            champion, bm3d_row = rows[name]["champion"], rows[name]["bm3d"]
+            bm3d_row = rows[name]["bm3d"]
+            scores = ", ".join(
+                f"{method} {rows[name][method]['psnr']:.2f} / {rows[name][method]['ssim']:.3f} "
+                f"({rows[name][method]['psnr'] - bm3d_row['psnr']:+.2f} dB)"
+                for method in labels
+            )
             print(
-                f"sigma {sigma}: {name}: champion {champion['psnr']:.2f} / {champion['ssim']:.3f}"
-                f", BM3D {bm3d_row['psnr']:.2f} / {bm3d_row['ssim']:.3f} ({margin:+.2f} dB)",
+                f"sigma {sigma}: {name}: {scores}; "
+                f"BM3D {bm3d_row['psnr']:.2f} / {bm3d_row['ssim']:.3f}",
                 flush=True,
             )
         report["levels"][noise.level_key(sigma)] = rows
     report["mean_margin_db"] = {
-        kind: {
-            level: round(
-                float(
-                    np.mean(
-                        [
-                            row["champion"]["psnr"] - row["bm3d"]["psnr"]
-                            for name, row in rows.items()
-                            if (photos[name].shape[-1] == 3) == (kind == "colour")
-                        ]
-                        or [np.nan]
-                    )
-                ),
-                3,
-            )
-            for level, rows in report["levels"].items()
+        method: {
+            kind: {
+                level: round(
+                    float(
+                        np.mean(
+                            [
+                                row[method]["psnr"] - row["bm3d"]["psnr"]
+                                for name, row in rows.items()
+                                if (photos[name].shape[-1] == 3) == (kind == "colour")
+                            ]
+                            or [np.nan]
+                        )
+                    ),
+                    3,
+                )
+                for level, rows in report["levels"].items()
+            }
+            for kind in ("gray", "colour")
         }
-        for kind in ("gray", "colour")
+        for method in labels
     }
     return report
 
@@ -144,11 +163,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the scores to this JSON file")
     parser.add_argument(
-        "--model", help="the model to check, as `denoiselab denoise --model` takes it"
+        "--model",
+        action="append",
+        help="a model to check, as `denoiselab denoise --model` takes it; repeat it to check "
+        "several against one BM3D run (default: the champion of each photo's kind)",
     )
     args = parser.parse_args()
-    report = check(load_photos(args.images), tuple(args.sigmas), args.seed, args.model)
-    print("mean PSNR margin to BM3D / CBM3D (dB):", report["mean_margin_db"])
+    report = check(load_photos(args.images), tuple(args.sigmas), args.seed, args.model or [None])
+    for method, margins in report["mean_margin_db"].items():
+        print(f"{method}: mean PSNR margin to BM3D / CBM3D (dB): {margins}")
     if args.out:
         files.write_json(args.out, report)
 
