@@ -86,6 +86,17 @@ def label(model: str | None) -> str:
     return "champion" if model is None else model
 
 
+def mean_margin(rows: dict, photos: dict[str, np.ndarray], method: str, kind: str) -> float:
+    """``method``'s mean PSNR margin to BM3D / CBM3D over the photos of ``kind`` (gray or
+    colour) in one level's ``rows``; NaN without such photos."""
+    margins = [
+        row[method]["psnr"] - row["bm3d"]["psnr"]
+        for name, row in rows.items()
+        if (photos[name].shape[-1] == 3) == (kind == "colour")
+    ]
+    return round(float(np.mean(margins)), 3) if margins else float("nan")
+
+
 def check(
     photos: dict[str, np.ndarray],
     sigmas: tuple[float, ...],
@@ -94,6 +105,7 @@ def check(
 ) -> dict:
     """Scores of each of ``models`` (None = the champion of each photo's kind) and of BM3D /
     CBM3D, run once for all of them, per sigma and photo, and each model's mean margin."""
+    models = list(dict.fromkeys(models))  # a model named twice is checked once
     labels = [label(model) for model in models]
     report: dict = {"levels": {}}
     for sigma in sigmas:
@@ -132,19 +144,7 @@ def check(
     report["mean_margin_db"] = {
         method: {
             kind: {
-                level: round(
-                    float(
-                        np.mean(
-                            [
-                                row[method]["psnr"] - row["bm3d"]["psnr"]
-                                for name, row in rows.items()
-                                if (photos[name].shape[-1] == 3) == (kind == "colour")
-                            ]
-                            or [np.nan]
-                        )
-                    ),
-                    3,
-                )
+                level: mean_margin(rows, photos, method, kind)
                 for level, rows in report["levels"].items()
             }
             for kind in ("gray", "colour")
