@@ -119,25 +119,23 @@ def check(
                 denoised[label(model)] = denoise_folder(noisy, Path(scratch), model)
         rows = {}
         for name, clean in photos.items():
-            denoised.setdefault("bm3d", {})[name] = classical.DENOISERS["bm3d"](
-                noisy[name], sigma, sigma_scale=1.0
-            )
-            rows[name] = {
+            outputs = {method: denoised[method][name] for method in labels}
+            outputs["bm3d"] = classical.DENOISERS["bm3d"](noisy[name], sigma, sigma_scale=1.0)
+            row = rows[name] = {
                 method: {
-                    "psnr": round(metrics.psnr(clean, outputs[name]), 3),
-                    "ssim": round(metrics.ssim(clean, outputs[name]), 4),
+                    "psnr": round(metrics.psnr(clean, output), 3),
+                    "ssim": round(metrics.ssim(clean, output), 4),
                 }
-                for method, outputs in denoised.items()
+                for method, output in outputs.items()
             }
-            bm3d_row = rows[name]["bm3d"]
             scores = ", ".join(
-                f"{method} {rows[name][method]['psnr']:.2f} / {rows[name][method]['ssim']:.3f} "
-                f"({rows[name][method]['psnr'] - bm3d_row['psnr']:+.2f} dB)"
+                f"{method} {row[method]['psnr']:.2f} / {row[method]['ssim']:.3f} "
+                f"({row[method]['psnr'] - row['bm3d']['psnr']:+.2f} dB)"
                 for method in labels
             )
             print(
                 f"sigma {sigma}: {name}: {scores}; "
-                f"BM3D {bm3d_row['psnr']:.2f} / {bm3d_row['ssim']:.3f}",
+                f"BM3D {row['bm3d']['psnr']:.2f} / {row['bm3d']['ssim']:.3f}",
                 flush=True,
             )
         report["levels"][noise.level_key(sigma)] = rows
