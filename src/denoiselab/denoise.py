@@ -295,10 +295,8 @@ def denoise_values(
             return run(image, views)
         return colour_by_planes(run, image, settings)
     if image.shape[-1] == 1:
-        from skimage import color
-
         rgb = run(np.repeat(image, 3, axis=-1), views)
-        return color.rgb2gray(rgb).astype(np.float32)[..., None]
+        return images.rgb_to_gray(rgb)[..., None]
     return run(image, views)
 
 

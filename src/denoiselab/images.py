@@ -120,20 +120,36 @@ def to_float(array: np.ndarray) -> np.ndarray:
     raise UserError(f"unsupported image dtype {array.dtype}")
 
 
+# skimage.color.rgb2gray's weights (ITU-R 709 luma).
+GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Float HWC RGB to HW grayscale: ``skimage.color.rgb2gray``, the same bits on every CPU.
+
+    rgb2gray multiplies by its weights as a matrix product, which OpenBLAS computes with other
+    roundings on AVX-512 CPUs than on others: the gray dataset came out as other bytes, and
+    every stage that reads it reran on a fresh clone. Here the three products are summed in one
+    fixed order, in the image's float type: what rgb2gray gives on a CPU without AVX-512.
+    """
+    red, green, blue = (
+        rgb[..., channel] * rgb.dtype.type(weight) for channel, weight in enumerate(GRAY_WEIGHTS)
+    )
+    return ((red + green) + blue).astype(np.float32)
+
+
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """Float HW/HWC image to HWC with ``channels`` channels, per docs/protocol.md.
 
-    Colour to grayscale uses ``skimage.color.rgb2gray``; an alpha channel is dropped.
+    Colour to grayscale is rgb2gray's (:func:`rgb_to_gray`); an alpha channel is dropped.
     """
-    from skimage import color
-
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[-1] in (2, 4):
         image = image[..., :-1]
     if channels == 1:
         if image.shape[-1] == 3:
-            return color.rgb2gray(image).astype(np.float32)[..., None]
+            return rgb_to_gray(image)[..., None]
         return image.astype(np.float32)
     if image.shape[-1] == 1:
         return np.repeat(image, 3, axis=-1).astype(np.float32)
