@@ -80,7 +80,7 @@ TUNE = {
         "batch_norm": [False],
     },
     "final_epochs": 20,
-    "final_budget_s": 620.0,
+    "final_budget_s": 860.0,
     "reference_gflops": {"8": 41.0, "16": 83.0, "24": 94.0, "32": 104.0},
     "warm_start": True,
     "storage": None,

@@ -257,8 +257,8 @@ def test_without_saved_weights_the_final_run_starts_from_scratch(tmp_path, caplo
 
 def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with():
     # The default run's best trial and its final run's config: the shared train section's
-    # settings with the drawn keys; the final run at 16 wide trains 480 steps of 16 per epoch
-    # (620 reference seconds at 83 GFLOP/s), and a wider trial gets more FLOPs than at equal
+    # settings with the drawn keys; the final run at 16 wide trains 664 steps of 16 per epoch
+    # (860 reference seconds at 83 GFLOP/s), and a wider trial gets more FLOPs than at equal
     # compute (96 steps, not 88).
     tune = config.load_params(ROOT / "params.yaml").tune_unet
     best = {
@@ -288,7 +288,7 @@ def test_the_trials_and_the_final_run_train_with_the_settings_they_trained_with(
         "steps_per_execution": 8,
     }
     final = tuning.budgeted_config(best, tune, 1, 64, tune.final_epochs, tune.final_budget_s)
-    assert config.to_dict(final) == {**common, **best, "epochs": 20, "steps_per_epoch": 480}
+    assert config.to_dict(final) == {**common, **best, "epochs": 20, "steps_per_epoch": 664}
     drawn = {**best, "base_filters": 24, "depth": 3, "loss": "l1", "learning_rate": 0.001}
     trial = tuning.budgeted_config(drawn, tune, 1, 64, tune.trial_epochs, tune.trial_budget_s)
     assert config.to_dict(trial) == {**common, **drawn, "epochs": 3, "steps_per_epoch": 96}
