@@ -102,16 +102,28 @@ def test_a_one_point_grid_is_scored_on_the_validation_images_all_the_same():
     assert score > metrics.psnr(clean[0], noisy[0])
 
 
+def test_the_images_digest_tells_any_changed_pixel_name_or_set_apart():
+    images = {"a": smooth_image(8), "b": smooth_image(8)[::-1].copy()}
+    digest = classical.images_digest(images, images)
+    assert digest == classical.images_digest(dict(reversed(images.items())), images)
+    changed = {**images, "b": images["b"] + np.float32(1e-7)}
+    renamed = {"a": images["a"], "c": images["b"]}
+    others = [
+        classical.images_digest(changed, images),
+        classical.images_digest(renamed, images),
+        classical.images_digest({"a": images["a"]}, {"b": images["b"], **images}),
+        classical.images_digest(images),
+    ]
+    assert len({digest, *others}) == 5
+
+
 def write_dataset(root: Path, dataset: str, test: dict, val: dict, levels: list[float]) -> None:
     """The prepared whole images of one dataset and their noisy copies at each level, laid out
-    as the prepare and add_noise stages write them."""
+    as the prepare and add_noise stages write them: the files the classical stage depends on,
+    without the training patches and manifest beside them, which it does not read."""
     prepared, noisy = root / "data" / dataset / "prepared", root / "data" / dataset / "noisy"
     files.save_arrays(prepared / "test.npz", test)
     files.save_arrays(prepared / "val_images.npz", val)
-    channels = next(iter(test.values())).shape[-1]
-    files.write_json(
-        prepared / "manifest.json", {"channels": channels, "data_hash": f"{dataset}-1"}
-    )
     for level in levels:
         folder = noisy / noise.LEVELS_FOLDER / noise.level_key(level)
         files.save_arrays(folder / "test.npz", noise.noisy_images(test, level, seed=0))
@@ -169,8 +181,8 @@ def test_stage_chooses_each_setting_per_level_on_validation_and_scores_the_test_
     report = run_stage(tmp_path, "gray", [0.05], section)
 
     stdout = report.pop("stdout")
-    assert set(report) == {"dataset", "channels", "data_hash", "levels"}
-    assert (report["dataset"], report["channels"], report["data_hash"]) == ("gray", 1, "gray-1")
+    assert set(report) == {"dataset", "channels", "images_sha256", "levels"}
+    assert (report["dataset"], report["channels"]) == ("gray", 1)
     assert list(report["levels"]) == ["0.05", "0.1"]
     names = {"tv": "weight", "nl_means": "h"}
     for key, rows in report["levels"].items():
@@ -178,6 +190,10 @@ def test_stage_chooses_each_setting_per_level_on_validation_and_scores_the_test_
         level_folder = tmp_path / "data/gray/noisy" / noise.LEVELS_FOLDER / key
         noisy_val = files.load_arrays(level_folder / "val_images.npz")
         noisy_test = files.load_arrays(level_folder / "test.npz")
+        # What the evaluate stage checks the report against: the images scored at this level.
+        assert report["images_sha256"][key] == classical.images_digest(
+            val, noisy_val, test, noisy_test
+        )
         assert set(rows) == {"tv", "nl_means"}
         for method, row in rows.items():
             assert set(row) == ROW_KEYS

@@ -16,6 +16,7 @@ from conftest import shift_model
 
 from denoiselab import (
     catalogue,
+    classical,
     denoise,
     evaluation,
     files,
@@ -55,11 +56,18 @@ def write_repo(root: Path) -> None:
         files.write_json(
             data / "prepared/manifest.json", {"data_hash": f"tiny-{dataset}", "channels": shape[1]}
         )
-        report = {"dataset": dataset, "data_hash": f"tiny-{dataset}", "levels": {}}
+        report = {"dataset": dataset, "images_sha256": {}, "levels": {}}
         for level in levels:
             folder = data / "noisy" / noise.LEVELS_FOLDER / noise.level_key(level)
-            files.save_arrays(folder / "test.npz", noise.noisy_images(test, level, 0))
-            files.save_arrays(folder / "val_images.npz", noise.noisy_images(val, level, 0))
+            noisy_test, noisy_val = (
+                noise.noisy_images(test, level, 0),
+                noise.noisy_images(val, level, 0),
+            )
+            files.save_arrays(folder / "test.npz", noisy_test)
+            files.save_arrays(folder / "val_images.npz", noisy_val)
+            report["images_sha256"][noise.level_key(level)] = classical.images_digest(
+                val, noisy_val, test, noisy_test
+            )
             row = {"psnr": 30.0 - 10 * level, "ssim": 0.8, "seconds_per_megapixel": 1.0}
             row.update(per_image={"a": row.copy(), "b": row.copy()})
             row.update(params={"sigma_scale": 1.0}, val_psnr=31.0 - 10 * level)
@@ -207,6 +215,22 @@ def test_a_model_trained_on_other_data_is_refused_naming_its_folder(repo):
     assert not (repo / "m.json").exists()
 
 
+def test_classical_scores_of_other_images_are_refused_naming_the_report_and_level(repo):
+    # As if the classical stage had scored other noisy validation images at 0.2.
+    report = files.read_json(repo / "reports/classical/colour.json")
+    report["images_sha256"]["0.2"] = "0" * 16
+    files.write_json(repo / "reports/classical/colour.json", report)
+    command = [sys.executable, str(ROOT / "stages/evaluate.py")]
+    command += ["--data", "data", "--models", "models", "--classical", "reports/classical"]
+    command += ["--metrics", "m.json", "--per-image", "p.json", "--denoised", "d"]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "reports/classical/colour.json: not scored on the images of" in line
+    assert "at sigma 0.2; run `dvc repro`" in line
+    assert not (repo / "m.json").exists()
+
+
 def logged_models(client, run_id: str) -> list:
     experiment = client.get_run(run_id).info.experiment_id
     return client.search_logged_models(
@@ -277,3 +301,37 @@ def test_an_experiment_that_only_rescores_the_models_logs_runs_of_its_own(repo):
         summary["sweep"]["validation"]["gray"]["unet"], abs=1e-4
     )
     assert unet.info.status == "FINISHED"
+
+
+def test_a_model_whose_training_run_the_store_lacks_is_logged_into_a_run_standing_in(repo):
+    # Model folders brought from another checkout (`dvc pull`) name runs of another store.
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    lost = "0123456789abcdef0123456789abcdef"
+    config = files.read_json(repo / "models/unet/config.json")
+    files.write_json(repo / "models/unet/config.json", {**config, "mlflow_run_id": lost})
+    first = run_evaluate(repo)
+    [line] = [line for line in first.stdout.splitlines() if lost in line]
+    assert line.startswith(f"models/unet: its training run {lost} is not in the MLflow store")
+    stand_in = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{evaluation.STANDS_IN_FOR_TAG}` = '{lost}'",
+        output_format="list",
+    )
+    [run] = stand_in
+    assert run.info.run_name == "unet-imported" and run.info.status == "FINISHED"
+    assert run.info.run_id in line
+    # Its model, scores and registry version are there, and the model is logged once.
+    assert "val_image_psnr" in run.data.metrics
+    assert registry.version_tags("unet")["run_id"] == run.info.run_id
+    assert len(logged_models(client, run.info.run_id)) == 1
+    # The next evaluation of the same weights finds it again: no second stand-in.
+    run_evaluate(repo)
+    again = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{evaluation.STANDS_IN_FOR_TAG}` = '{lost}'",
+        output_format="list",
+    )
+    assert [found.info.run_id for found in again] == [run.info.run_id]
+    assert len(client.get_metric_history(run.info.run_id, "val_image_psnr")) == 2

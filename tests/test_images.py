@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image, ImageCms
 from skimage import color
@@ -91,3 +92,11 @@ def test_gray_conversion_gives_the_same_bits_on_every_cpu():
     )
     expected = color.rgb2gray(images.to_float(rgb))
     np.testing.assert_allclose(gray[..., 0], expected, rtol=0, atol=2e-7)
+
+
+def test_gray_conversion_refuses_integer_pixels_instead_of_returning_black():
+    # The weights cast to an integer type are all 0: the image would come out black.
+    rgb = np.full((4, 4, 3), 200, np.uint8)
+    with pytest.raises(TypeError, match="uint8"):
+        images.rgb_to_gray(rgb)
+    assert images.rgb_to_gray(images.to_float(rgb)).min() > 0.7

@@ -205,3 +205,19 @@ def test_a_unet_param_experiment_reruns_only_what_it_touches(smoke_repo):
     named, _ = runs_by_name(mlflow_client(repo))
     assert named["unet"].data.tags.get("dvc.experiment") == "lr-test"
     assert named["unet"].data.params["train.learning_rate"] == "0.0007"
+
+
+def test_a_training_data_experiment_leaves_the_classical_baselines_alone(smoke_repo):
+    # Fewer training patches per image: new training data, the same whole validation and test
+    # images, so BM3D, minutes at full scale, is not run again.
+    repo, env, _ = smoke_repo
+    output = run(
+        ["dvc", "exp", "run", "-n", "cap-test", "-S", "prepare.max_patches_per_image=20"],
+        repo,
+        env,
+    )
+    ran = stages_run(output)
+    assert {"prepare@gray", "add_noise@gray", "train@unet", "tune_unet", "evaluate"} <= ran
+    assert not {"classical@gray", "classical@colour"} & ran
+    manifest = json.loads((repo / "data/gray/prepared/manifest.json").read_text())
+    assert manifest["counts"]["train_patches_over_image_cap"] > 0

@@ -7,12 +7,13 @@ and in the benchmark, never used to denoise for users.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from skimage import restoration
 
-from denoiselab import metrics
+from denoiselab import files, metrics
 from denoiselab.config import ClassicalConfig
 from denoiselab.errors import UserError
 
@@ -156,6 +157,20 @@ def select_params(
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def images_digest(*image_sets: Mapping[str, np.ndarray]) -> str:
+    """A digest of named images, set after set: what the classical stage scored at one level
+    (clean and noisy validation images, clean and noisy test images), so that the evaluate
+    stage can tell its report was scored on the very pixels it scores the models on. The
+    training patches are not part of it: the classical stage does not read them, and an edit
+    that changes them alone does not rerun it."""
+    digest = hashlib.sha256()
+    for images in image_sets:
+        digest.update(str(len(images)).encode())
+        for name in sorted(images):
+            digest.update(f"{name}\0{files.sha256_of_array(images[name])}".encode())
+    return digest.hexdigest()[:16]
 
 
 def score_level(

@@ -17,6 +17,7 @@ import numpy as np
 
 from denoiselab import (
     catalogue,
+    classical,
     denoise,
     files,
     model_store,
@@ -36,6 +37,10 @@ DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 DVC_EXPERIMENT_TAG = "dvc.experiment"
 # On a run of scores alone: the id of the training run of the model it scored.
 TRAINED_IN_TAG = "denoiselab.trained_in"
+# On a run standing in for a training run the MLflow store lacks: that run's id (or "unknown"
+# for a model folder that names none) and the digest of the model's weights.
+STANDS_IN_FOR_TAG = "denoiselab.stands_in_for"
+WEIGHTS_TAG = "denoiselab.weights_sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +78,21 @@ class Evaluation:
 
 
 def read_baselines(folder: Path, datasets: dict[str, scoring.Dataset]) -> dict[str, dict]:
-    """The classical stage's ``<dataset>.json`` reports, each checked to be of the same data."""
+    """The classical stage's ``<dataset>.json`` reports, each checked to be scored on the very
+    images (clean and noisy, validation and test) of every level it is read at."""
     baselines = {dataset: files.read_json(folder / f"{dataset}.json") for dataset in datasets}
     for dataset, report in baselines.items():
-        if report.get("data_hash") != datasets[dataset].data_hash:
-            raise UserError(
-                f"{folder / f'{dataset}.json'}: scored on other data than "
-                f"{datasets[dataset].folder}; run `dvc repro`"
+        images = datasets[dataset]
+        scored = report.get("images_sha256") or {}
+        for key in images.noisy_test:
+            digest = classical.images_digest(
+                images.val, images.noisy_val[key], images.test, images.noisy_test[key]
             )
+            if scored.get(key) != digest:
+                raise UserError(
+                    f"{folder / f'{dataset}.json'}: not scored on the images of "
+                    f"{images.folder} at sigma {key}; run `dvc repro`"
+                )
     return baselines
 
 
@@ -99,6 +111,46 @@ def read_model_infos(models_folder: Path, datasets: dict[str, scoring.Dataset]) 
     return infos
 
 
+def with_runs_in_store(models_folder: Path, infos: dict[str, dict]) -> dict[str, dict]:
+    """``infos`` with each model's run checked against the MLflow store. A model whose training
+    run the store lacks (its folder came from another checkout's store, as after `dvc pull`
+    into a checkout with a local store of its own) gets a run of this store standing in for it,
+    with its training config as params, found again on the next evaluation of the same
+    weights: its logged model, scores and registry versions go there, and nothing is lost.
+    One line says so for each such model."""
+    resolved = {}
+    for name, info in infos.items():
+        run_id = info.get("mlflow_run_id")
+        if run_id and tracking.run_exists(run_id):
+            resolved[name] = info
+            continue
+        folder = models_folder / name
+        tags = {
+            STANDS_IN_FOR_TAG: run_id or "unknown",
+            WEIGHTS_TAG: model_store.weights_digest(folder),
+        }
+        stand_in = tracking.find_run(tags)
+        if stand_in is None:
+            with tracking.model_run(
+                f"{name}-imported", "evaluate", info.get("train_config", {})
+            ) as run:
+                tracking.set_tags(tags)
+            stand_in = run.info.run_id
+        store = tracking.redact(tracking.tracking_uri())
+        missing = (
+            f"its training run {run_id} is not in the MLflow store {store}"
+            if run_id
+            else f"its {model_store.CONFIG_FILE} names no MLflow run"
+        )
+        print(
+            f"{folder}: {missing}; its model and scores go to run {stand_in} instead (set "
+            f"MLFLOW_TRACKING_URI to the store that holds the training run to keep them together)",
+            flush=True,
+        )
+        resolved[name] = {**info, "mlflow_run_id": stand_in}
+    return resolved
+
+
 def evaluate(
     datasets: dict[str, scoring.Dataset],
     baselines: dict[str, dict],
@@ -115,7 +167,7 @@ def evaluate(
     the model `denoiselab denoise` uses for each dataset's kind of image. Every model
     denoises with ``settings`` (params.yaml's ``denoise`` section) and is logged with them."""
     tracking.setup()
-    infos = read_model_infos(models_folder, datasets)
+    infos = with_runs_in_store(models_folder, read_model_infos(models_folder, datasets))
     model_uris = {
         name: serving.log_model_folder(
             models_folder / name,

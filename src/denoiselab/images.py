@@ -128,10 +128,14 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     """Float HWC RGB to HW grayscale: ``skimage.color.rgb2gray``, the same bits on every CPU.
 
     rgb2gray multiplies by its weights as a matrix product, which OpenBLAS computes with other
-    roundings on AVX-512 CPUs than on others: the gray dataset came out as other bytes, and
-    every stage that reads it reran on a fresh clone. Here the three products are summed in one
+    roundings on AVX-512 CPUs than on others: the gray dataset came out as other bytes, and a
+    fresh clone reran the classical stage on them. Here the three products are summed in one
     fixed order, in the image's float type: what rgb2gray gives on a CPU without AVX-512.
+    Integer pixels are refused (a ``TypeError`` naming the type): the weights in an integer
+    type are 0. Convert them with :func:`to_float` first.
     """
+    if not np.issubdtype(rgb.dtype, np.floating):
+        raise TypeError(f"rgb_to_gray takes float pixels in [0, 1], not {rgb.dtype}")
     red, green, blue = (
         rgb[..., channel] * rgb.dtype.type(weight) for channel, weight in enumerate(GRAY_WEIGHTS)
     )

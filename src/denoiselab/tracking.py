@@ -266,6 +266,7 @@ def log_artifact(path: str | Path, artifact_path: str, run_id: str | None = None
 
 
 def run_exists(run_id: str) -> bool:
+    """Whether the store holds run ``run_id``."""
     import mlflow
 
     try:
@@ -273,6 +274,23 @@ def run_exists(run_id: str) -> bool:
     except mlflow.exceptions.MlflowException:
         return False
     return True
+
+
+def find_run(tags: dict[str, str]) -> str | None:
+    """The id of the newest run of the experiment :func:`setup` chose that carries every tag in
+    ``tags`` (values without quotes, such as ids and digests); None when there is none."""
+    import mlflow
+
+    if any("'" in value for value in tags.values()):
+        raise ValueError(f"tag values with quotes cannot be searched for: {tags}")
+    clauses = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    runs = mlflow.search_runs(
+        filter_string=clauses,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def download_run_artifact(run_id: str, artifact_path: str) -> Path | None:
