@@ -23,6 +23,7 @@ from denoiselab import (
     models,
     noise,
     registry,
+    selection,
     serving,
     tracking,
 )
@@ -326,6 +327,12 @@ def test_a_model_whose_training_run_the_store_lacks_is_logged_into_a_run_standin
     assert "val_image_psnr" in run.data.metrics
     assert registry.version_tags("unet")["run_id"] == run.info.run_id
     assert len(logged_models(client, run.info.run_id)) == 1
+    # The alias names the run the folder names, so `denoiselab denoise --model unet` loads the
+    # folder in the workspace, not a copy from the MLflow store.
+    aliases = registry.registered_aliases()
+    assert aliases["unet"] == lost
+    source = selection.locate_model("unet", repo, aliases)
+    assert (source.location, source.is_mlflow) == (str(repo / "models/unet"), False)
     # The next evaluation of the same weights finds it again: no second stand-in.
     run_evaluate(repo)
     again = mlflow.search_runs(

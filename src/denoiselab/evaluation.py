@@ -41,6 +41,9 @@ TRAINED_IN_TAG = "denoiselab.trained_in"
 # for a model folder that names none) and the digest of the model's weights.
 STANDS_IN_FOR_TAG = "denoiselab.stands_in_for"
 WEIGHTS_TAG = "denoiselab.weights_sha256"
+# The key of a model's info (its config.json, as read) that keeps that run's id once
+# ``mlflow_run_id`` names the run standing in for it.
+STANDS_IN_FOR_KEY = "stands_in_for_run"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,7 @@ def with_runs_in_store(models_folder: Path, infos: dict[str, dict]) -> dict[str,
             f"MLFLOW_TRACKING_URI to the store that holds the training run to keep them together)",
             flush=True,
         )
-        resolved[name] = {**info, "mlflow_run_id": stand_in}
+        resolved[name] = {**info, "mlflow_run_id": stand_in, STANDS_IN_FOR_KEY: run_id or ""}
     return resolved
 
 
@@ -214,6 +217,7 @@ def evaluate(
                 alias=registry.champion_alias(images.channels),
                 denoise=registry.settings_tag(settings.in_effect()),
                 weights_sha256=digests[name],
+                trained_in=infos[name].get(STANDS_IN_FOR_KEY, ""),
             )
             for name, entry in catalogue.MODELS.items()
             for dataset, images in datasets.items()
@@ -264,7 +268,15 @@ def champions(root: Path, infos: dict[str, dict]) -> dict[str, Champion]:
     :func:`denoiselab.selection.choose_champion`). ``infos`` maps this run's model names to
     their config.json: a champion of this run is named, one from an earlier run located."""
     aliases = registry.registered_aliases()
+    # The aliases name the run that trained a model: a stand-in's training run included.
     by_run = {info.get("mlflow_run_id"): name for name, info in infos.items()}
+    by_run.update(
+        {
+            info[STANDS_IN_FOR_KEY]: name
+            for name, info in infos.items()
+            if info.get(STANDS_IN_FOR_KEY)
+        }
+    )
     found = {}
     for dataset, channels in catalogue.DATASET_CHANNELS.items():
         choice = selection.choose_champion(channels, aliases, lambda name: name in infos)

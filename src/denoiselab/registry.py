@@ -28,6 +28,9 @@ CHAMPION_RGB = "champion_rgb"
 CHAMPIONS = {1: CHAMPION, 3: CHAMPION_RGB}
 # The version tag with the digest of a version's weights file.
 WEIGHTS_TAG = "weights_sha256"
+# The version tag naming the training run of a version logged into a run standing in for it
+# (the store lacked the training run): the run the model folder names.
+TRAINED_IN_TAG = "trained_in_run"
 # Beside mlflow.db: the aliases as MLflow last reported them, so `denoiselab denoise` resolves
 # the champion without importing MLflow (seconds) while the store file is unchanged.
 ALIAS_CACHE_SUFFIX = ".aliases.json"
@@ -52,7 +55,8 @@ class Candidate:
     champion it competes for, defaults to the one of its channels. ``denoise`` names the
     denoise settings it was scored and logged with (:func:`settings_tag`). ``weights_sha256``
     is its weights file's digest (:func:`denoiselab.model_store.weights_digest`): the same
-    network trained again to the same weights has the same one.
+    network trained again to the same weights has the same one. ``trained_in`` is the training
+    run the model folder names when ``run_id`` only stands in for it (the store lacked it).
     """
 
     name: str
@@ -66,6 +70,7 @@ class Candidate:
     alias: str = ""
     denoise: str = ""
     weights_sha256: str = ""
+    trained_in: str = ""
 
     def __post_init__(self):
         if not self.alias:
@@ -150,6 +155,8 @@ def register_and_crown(candidates: list[Candidate]) -> list[Crowning]:
         }
         if candidate.weights_sha256:
             tags[WEIGHTS_TAG] = candidate.weights_sha256
+        if candidate.trained_in:
+            tags[TRAINED_IN_TAG] = candidate.trained_in
         for key, value in tags.items():
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
         client.set_registered_model_alias(REGISTERED_MODEL, candidate.name, version.version)
@@ -278,10 +285,11 @@ def _aliases_from_mlflow(uri: str) -> dict[str, str]:
         found = client.get_registered_model(REGISTERED_MODEL).aliases
     except mlflow.exceptions.MlflowException:
         return {}
-    return {
-        alias: client.get_model_version(REGISTERED_MODEL, version).run_id or ""
-        for alias, version in found.items()
-    }
+    aliases = {}
+    for alias, number in found.items():
+        version = client.get_model_version(REGISTERED_MODEL, number)
+        aliases[alias] = version.tags.get(TRAINED_IN_TAG) or version.run_id or ""
+    return aliases
 
 
 def write_alias_cache() -> dict[str, str]:
@@ -301,8 +309,10 @@ def write_alias_cache() -> dict[str, str]:
 
 
 def registered_aliases() -> dict[str, str]:
-    """Aliases of the registered model (alias -> run id of the version it points at); empty
-    when there is no store or no registered model yet. Never creates a store.
+    """Aliases of the registered model (alias -> the run that trained the version it points
+    at: the version's run, or the training run a stand-in run was logged for, which the model
+    folder names, so the folder in the workspace is found by it); empty when there is no store
+    or no registered model yet. Never creates a store.
 
     MLflow is the truth. For the default sqlite store, the answer MLflow gave last is kept
     beside the store file and used only while that file's modification time and size are
