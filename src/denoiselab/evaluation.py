@@ -38,9 +38,10 @@ DVC_EXPERIMENT_TAG = "dvc.experiment"
 # On a run of scores alone: the id of the training run of the model it scored.
 TRAINED_IN_TAG = "denoiselab.trained_in"
 # On a run standing in for a training run the MLflow store lacks: that run's id (or "unknown"
-# for a model folder that names none) and the digest of the model's weights.
+# for a model folder that names none) and the digest of the model's weights (the registry's
+# versions carry the digest under a tag of their own, registry.WEIGHTS_TAG).
 STANDS_IN_FOR_TAG = "denoiselab.stands_in_for"
-WEIGHTS_TAG = "denoiselab.weights_sha256"
+STAND_IN_WEIGHTS_TAG = "denoiselab.weights_sha256"
 # The key of a model's info (its config.json, as read) that keeps that run's id once
 # ``mlflow_run_id`` names the run standing in for it.
 STANDS_IN_FOR_KEY = "stands_in_for_run"
@@ -130,7 +131,7 @@ def with_runs_in_store(models_folder: Path, infos: dict[str, dict]) -> dict[str,
         folder = models_folder / name
         tags = {
             STANDS_IN_FOR_TAG: run_id or "unknown",
-            WEIGHTS_TAG: model_store.weights_digest(folder),
+            STAND_IN_WEIGHTS_TAG: model_store.weights_digest(folder),
         }
         stand_in = tracking.find_run(tags)
         if stand_in is None:
