@@ -110,6 +110,18 @@ def run_evaluate(root: Path, env: dict | None = None) -> subprocess.CompletedPro
     return result
 
 
+def refused_evaluate(root: Path) -> subprocess.CompletedProcess:
+    """The evaluate stage's command in ``root``, expected to stop on bad input (exit status 2)
+    without writing its metrics."""
+    command = [sys.executable, str(ROOT / "stages/evaluate.py")]
+    command += ["--data", "data", "--models", "models", "--classical", "reports/classical"]
+    command += ["--metrics", "m.json", "--per-image", "p.json", "--denoised", "d"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert not (root / "m.json").exists()
+    return result
+
+
 @pytest.fixture
 def repo(repo_root):
     write_repo(repo_root)
@@ -207,13 +219,8 @@ def test_the_sweep_holds_every_method_per_dataset_and_level_with_the_champion(re
 def test_a_model_trained_on_other_data_is_refused_naming_its_folder(repo):
     config = files.read_json(repo / "models/unet_rgb/config.json")
     files.write_json(repo / "models/unet_rgb/config.json", {**config, "data_hash": "tiny-gray"})
-    command = [sys.executable, str(ROOT / "stages/evaluate.py")]
-    command += ["--data", "data", "--models", "models", "--classical", "reports/classical"]
-    command += ["--metrics", "m.json", "--per-image", "p.json", "--denoised", "d"]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
+    result = refused_evaluate(repo)
     assert "models/unet_rgb: trained on data tiny-gray" in result.stderr
-    assert not (repo / "m.json").exists()
 
 
 def test_classical_scores_of_other_images_are_refused_naming_the_report_and_level(repo):
@@ -221,15 +228,10 @@ def test_classical_scores_of_other_images_are_refused_naming_the_report_and_leve
     report = files.read_json(repo / "reports/classical/colour.json")
     report["images_sha256"]["0.2"] = "0" * 16
     files.write_json(repo / "reports/classical/colour.json", report)
-    command = [sys.executable, str(ROOT / "stages/evaluate.py")]
-    command += ["--data", "data", "--models", "models", "--classical", "reports/classical"]
-    command += ["--metrics", "m.json", "--per-image", "p.json", "--denoised", "d"]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
+    result = refused_evaluate(repo)
     line = result.stderr.strip().splitlines()[-1]
     assert "reports/classical/colour.json: not scored on the images of" in line
     assert "at sigma 0.2; run `dvc repro`" in line
-    assert not (repo / "m.json").exists()
 
 
 def logged_models(client, run_id: str) -> list:
